@@ -1,0 +1,3 @@
+from handflow.cli import main
+
+main()

@@ -1,0 +1,18 @@
+"""Command-line interface: ``handflow <command> --help``.
+
+Each subcommand lives in its own module and imports heavy dependencies inside the
+command body, so ``handflow --help`` stays fast.
+"""
+
+from handflow.cli.app import app
+
+# one import per command module (registration side effect)
+from handflow.cli import demo as _demo  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
