@@ -140,6 +140,20 @@ class HandModel(nn.Module, ABC):
         """(F, 3) faces with outward winding for ``side`` (mirroring flips the winding)."""
         return self.faces if check_side(side) == "right" else self.faces.flip(-1)
 
+    def pose_mean(self, side: Side = "right") -> Tensor:
+        """(15, 3) axis-angle mean pose added to *mean-relative* finger poses (InterHand2.6M
+        NeuralAnnot stores ``pose[3:] − hands_mean``). MANO: ``hands_mean``; openhand: zeros."""
+        check_side(side)
+        return torch.zeros(NUM_MANO_JOINTS - 1, 3)
+
+    def rest_wrist(self, betas: Tensor, side: Side = "right") -> Tensor:
+        """(B, 3) mm: the wrist (pivot of the global rotation) of the shaped rest mesh in the
+        model's *native* coordinates, before the wrist is moved to the origin. Needed to
+        convert world-frame NeuralAnnot parameters (``trans`` is added after posing about
+        this pivot). Default: the origin."""
+        check_side(side)
+        return torch.zeros(betas.shape[0], 3, dtype=betas.dtype, device=betas.device)
+
     @abstractmethod
     def _forward_right(self, rotmats: Tensor, betas: Tensor) -> HandOutput:
         """Right hand, inputs validated; wrist joint at the origin."""
