@@ -2,5 +2,16 @@
 priors and inter-hand collision proxies."""
 
 from handflow.hand.base import HandModel, HandOutput, PosePrior, lbs, mirror_rotmats
+from handflow.hand.openhand import OpenHand
+from handflow.hand.registry import available_hand_models, load_hand_model
 
-__all__ = ["HandModel", "HandOutput", "PosePrior", "lbs", "mirror_rotmats"]
+__all__ = [
+    "HandModel",
+    "HandOutput",
+    "OpenHand",
+    "PosePrior",
+    "available_hand_models",
+    "lbs",
+    "load_hand_model",
+    "mirror_rotmats",
+]
