@@ -219,3 +219,71 @@ def test_bad_input_errors(model):
         model(rot, betas.clone().fill_(float("nan")))
     with pytest.raises(ValueError, match="unknown hand side"):
         model(rot, betas, side="middle")
+
+
+# ---------------------------------------------------------------------- pose prior
+def test_prior_samples_beat_implausible_poses(model, gen):
+    prior = model.pose_prior
+    samples = prior.sample(64, "right", gen).double()
+    lp = prior.log_prob(samples)
+    assert lp.shape == (64,) and torch.isfinite(lp).all()
+    axes = anatomical_axes()
+    worst_sample = lp.min()
+    for joint in (1, 5, 11, 8, 14):
+        for comp, deg in ((2, -90.0), (0, 90.0), (1, 60.0)):  # bent backwards, twisted, splayed
+            bad = torch.eye(3, dtype=torch.float64).expand(1, 15, 3, 3).clone()
+            bad[0, joint - 1] = axis_angle_to_matrix(math.radians(deg) * axes[joint - 1, :, comp])
+            assert prior.log_prob(bad)[0] < worst_sample, (joint, comp)
+
+
+def test_prior_samples_inside_ranges_and_deterministic(model):
+    prior = model.pose_prior
+    a = prior.sample(200, "right", torch.Generator().manual_seed(7))
+    b = prior.sample(200, "right", torch.Generator().manual_seed(7))
+    assert a.shape == (200, 15, 3, 3) and torch.equal(a, b)
+    c = prior.components(a.double())
+    tol = 1e-4
+    assert (c >= prior.lo.double() - tol).all() and (c <= prior.hi.double() + tol).all()
+    # rotations are proper
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(a.double() @ a.double().transpose(-1, -2), eye.expand_as(a.double()), atol=1e-5)
+
+
+def test_prior_components_round_trip_against_independent_projection(model):
+    """components = axis-angle projected on the documented axes (independent computation)."""
+    prior = model.pose_prior
+    R = prior.sample(5, "right", torch.Generator().manual_seed(3)).double()
+    # independent axis-angle via eigen decomposition-free formula: angle from trace, axis from skew
+    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    ang = torch.acos(cos)
+    w = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    aa = w / (2 * torch.sin(ang).clamp_min(1e-12))[..., None] * ang[..., None]
+    expected = torch.einsum("jkc,bjk->bjc", anatomical_axes(), aa)
+    assert torch.allclose(prior.components(R), expected, atol=1e-5)
+
+
+def test_prior_log_prob_differentiable_and_left_mirrored(model, gen):
+    prior = model.pose_prior
+    R = prior.sample(4, "right", gen).double()
+    aa = torch.zeros(4, 15, 3, dtype=torch.float64, requires_grad=True)
+    lp = prior.log_prob(R @ axis_angle_to_matrix(aa))
+    lp.sum().backward()
+    assert torch.isfinite(aa.grad).all() and aa.grad.abs().sum() > 0
+    # identity (the rest pose) is finite and differentiable too
+    aa0 = torch.zeros(1, 15, 3, dtype=torch.float64, requires_grad=True)
+    prior.log_prob(axis_angle_to_matrix(aa0)).sum().backward()
+    assert torch.isfinite(aa0.grad).all()
+    # left: log_prob of the mirrored pose equals the right one
+    assert torch.allclose(prior.log_prob(mirror_rotmats(R), "left"), prior.log_prob(R), atol=1e-6)
+    left = prior.sample(3, "left", torch.Generator().manual_seed(5))
+    right = prior.sample(3, "right", torch.Generator().manual_seed(5))
+    assert torch.allclose(left, mirror_rotmats(right))
+
+
+def test_prior_bad_input(model):
+    with pytest.raises(ValueError, match=r"\(B, 15, 3, 3\)"):
+        model.pose_prior.log_prob(torch.eye(3).expand(2, 16, 3, 3))
+    with pytest.raises(ValueError, match="unknown hand side"):
+        model.pose_prior.log_prob(torch.eye(3).expand(2, 15, 3, 3), side="up")
+    with pytest.raises(ValueError, match="NaN"):
+        model.pose_prior.log_prob(torch.full((1, 15, 3, 3), float("nan")))
