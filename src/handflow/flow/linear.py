@@ -1,0 +1,96 @@
+r"""Invertible linear map with an LU parameterisation and a fixed permutation (Glow).
+
+Direction (z side -> y side)::
+
+    y = W x,    W = P L (U + diag(sign * exp(log_s))),    log|det dy/dx| = sum(log_s)
+
+``P`` is a fixed random permutation (a seeded buffer, never trained), ``L`` is unit lower
+triangular, ``U`` strictly upper triangular, ``sign`` a fixed buffer of +-1. ``W`` is
+invertible for every value of the parameters, and its log-determinant costs O(D).
+The inverse solves two triangular systems with :func:`torch.linalg.solve_triangular`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LULinear"]
+
+#: supported initialisations of W
+_INITS = ("permutation", "orthogonal")
+
+
+class LULinear(nn.Module):
+    """Invertible D x D linear map ``y = W x`` (no bias: ActNorm holds the shift).
+
+    Arguments:
+        dim: number of features D.
+        seed: seed of the fixed random permutation (and of the orthogonal init).
+        init: ``"permutation"`` (W = P: L = I, U = 0, log_s = 0, sign = +1) or
+            ``"orthogonal"`` (W = a random rotation/reflection, LU-decomposed).
+
+    Tensors are ``(*, D)``; the log-determinant has the leading shape ``(*)``.
+    """
+
+    perm: Tensor
+    inv_perm: Tensor
+    sign: Tensor
+
+    def __init__(self, dim: int, seed: int = 0, init: str = "permutation") -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"LULinear: dim must be >= 1, got {dim}")
+        if init not in _INITS:
+            raise ValueError(f"LULinear: init must be one of {_INITS}, got {init!r}")
+        self.dim = dim
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(dim, generator=gen)
+        lower = torch.zeros(dim, dim)
+        upper = torch.zeros(dim, dim)
+        log_s = torch.zeros(dim)
+        sign = torch.ones(dim)
+        if init == "orthogonal":
+            q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+            p_mat, l_mat, u_mat = torch.linalg.lu(q)
+            # q = p_mat @ l_mat @ u_mat and (p_mat @ v)[i] = v[perm[i]]
+            perm = p_mat.argmax(1)
+            lower, upper = l_mat.float(), u_mat.float()
+            diag = torch.diagonal(u_mat)
+            log_s, sign = diag.abs().log().float(), diag.sign().float()
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(upper)
+        self.log_s = nn.Parameter(log_s)
+        self.register_buffer("perm", perm, persistent=True)
+        self.register_buffer("inv_perm", torch.argsort(perm), persistent=True)
+        self.register_buffer("sign", sign, persistent=True)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        eye = torch.eye(self.dim, dtype=self.lower.dtype, device=self.lower.device)
+        lower = torch.tril(self.lower, -1) + eye
+        upper = torch.triu(self.upper, 1) + torch.diag(self.sign * self.log_s.exp())
+        return lower, upper
+
+    def weight(self) -> Tensor:
+        """The D x D matrix W = P L U'."""
+        lower, upper = self._factors()
+        return (lower @ upper)[self.perm]
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        return self.log_s.sum().expand(x.shape[:-1])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """z side -> y side: ``x`` (*, D) -> (``W x`` (*, D), log|det W| (*))."""
+        return x @ self.weight().mT, self._logdet(x)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """y side -> z side: ``y`` (*, D) -> (``W^-1 y`` (*, D), -log|det W| (*))."""
+        lower, upper = self._factors()
+        v = y[..., self.inv_perm]  # P^T y
+        # rows: X U'^T L^T = V  ->  A L^T = V, then X U'^T = A
+        a = torch.linalg.solve_triangular(lower.mT, v, upper=True, left=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(upper.mT, a, upper=False, left=False)
+        return x, -self._logdet(y)
