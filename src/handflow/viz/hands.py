@@ -159,7 +159,7 @@ def plot_hand_gallery(model: HandModel, path: str | Path, seed: int = 0, betas: 
             draw_mesh(ax, hands)
             ax.set_title(f"{pname}: {vname}", fontsize=9)
     fig.suptitle(f"{model.name}: left (blue) and right (skin) hand, V={model.num_vertices}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
