@@ -1,0 +1,75 @@
+"""``handflow synth``: write the synthetic two-hand dataset in the InterHand2.6M format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from handflow.cli.app import app
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise typer.BadParameter(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., help="Dataset root to write (InterHand2.6M layout)."),
+    frames: int = typer.Option(200, min=1, help="Number of frames (3D scenes) over all splits."),
+    cameras: int = typer.Option(16, min=1, help="Cameras per capture on the dome."),
+    image_size: int = typer.Option(256, min=16, help="Square image size S (real images are 334x512)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same bytes."),
+    shard: str = typer.Option("0/1", help="Process shard i of n (i/n); merges when all are present."),
+    hand_model: str = typer.Option("openhand", help="openhand (embedded) or mano (needs --mano-path)."),
+    mano_path: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl."),
+    splits: str = typer.Option("train,val,test", help="Comma-separated splits (80/10/10 % of frames)."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each renders on its own)."),
+    merge_only: bool = typer.Option(False, "--merge", help="Only merge existing shards into the final files."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Generate interacting two-hand scenes seen by a dome of cameras (train/val/test)."""
+    import json
+
+    from handflow.data.synth.generate import SynthConfig, find_shard_count, generate, merge
+
+    split_t = tuple(s.strip() for s in splits.split(",") if s.strip())
+    config = SynthConfig(frames=frames, cameras=cameras, image_size=image_size, seed=seed,
+                         hand_model=hand_model, splits=split_t)
+    if merge_only:
+        summary = merge(out, find_shard_count(out, split_t), config)
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    result = generate(out, config, _parse_shard(shard), workers=workers,
+                      mano_path=None if mano_path is None else str(mano_path), progress=progress)
+    if result["skipped"]:
+        typer.echo(f"shard {shard} already finished in {out}: skipped")
+    if result["timers"]:
+        typer.echo("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(result["timers"].items())))
+    if result["summary"] is None:
+        typer.echo(f"shard {shard} written ({result['images']} images); the merge runs when every shard is done")
+    else:
+        _print_summary(result["summary"], out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"synthetic dataset in {out}")
+    for c in ("split", "frames", "images", "sequences", "captures", "subjects"):
+        t.add_column(c)
+    for s, v in summary["splits"].items():
+        t.add_row(s, *(str(v[k]) for k in ("frames", "images", "sequences", "captures", "subjects")))
+    con = Console()
+    con.print(t)
+    occ = summary["occluded_joint_fraction"]
+    con.print(f"collision rejections {summary['collision_rejections']}, dropped views {summary['dropped_views']}, "
+              f"occluded joints {occ['mean']:.1%} (mean per image), one hand hides the other in "
+              f"{summary['hand_occludes_other_fraction']:.1%} of images; summary: {out / 'synth_summary.json'}")

@@ -1,0 +1,366 @@
+"""Sharded, resumable, deterministic generation of the synthetic two-hand dataset.
+
+Determinism: every random stream is a ``torch.Generator`` seeded from a hash of
+``(seed, split, what, index)`` (:func:`stream`): the plan, each capture's cameras, each
+subject's shape and skin tones, each sequence's motion, each image's light and background.
+No stream depends on another shard's work, so ``--shard i/n`` runs in any order on any
+machine and the merged files are byte-identical to an unsharded run.
+
+Plan (:func:`make_plan`): the ``frames`` requested are split over the splits (default
+80/10/10 %, every requested split gets at least one frame), each split is cut into
+sequences of 5–20 frames, sequences are grouped into captures of at most
+``CAPTURE_MAX_FRAMES`` frames, and each capture is one subject (so splits have disjoint
+captures *and* subjects). Sequence ``k`` belongs to shard ``k mod n``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from handflow.constants import IH_WRIST, NUM_BETAS, NUM_HAND_JOINTS, NUM_JOINTS
+
+__all__ = [
+    "SynthConfig",
+    "SeqPlan",
+    "Backends",
+    "stream",
+    "make_plan",
+    "default_backends",
+    "generate",
+    "merge",
+    "SPLIT_FRACTIONS",
+]
+
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+SEQ_LENGTH_RANGE = (5, 20)
+CAPTURE_MAX_FRAMES = 60
+BETA_STD = 0.7
+#: a hand counts as in view when at least this many of its joints project into the image
+MIN_JOINTS_IN_VIEW = 3
+#: ... and it covers at least this fraction of the image's pixels
+MIN_HAND_PIXEL_FRACTION = 2e-4
+BBOX_SCALE = 1.2
+HIST_BINS = 10
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings that define the dataset (stored in every shard; shards must agree)."""
+
+    frames: int
+    cameras: int
+    image_size: int
+    seed: int
+    hand_model: str = "openhand"
+    splits: tuple[str, ...] = ("train", "val", "test")
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["splits"] = list(self.splits)
+        return d
+
+
+@dataclass(frozen=True)
+class SeqPlan:
+    """One sequence of the plan (``index`` is global, over all splits)."""
+
+    index: int
+    split: str
+    capture: int
+    subject: int
+    seq_name: str
+    template: str
+    length: int
+    frame_start: int  # frame_idx of the first frame within its capture
+    global_frame: int  # index of the first frame over the whole dataset (image ids)
+
+
+def stream(seed: int, *keys: object) -> torch.Generator:
+    """A torch RNG seeded from a hash of ``(seed, *keys)`` (stable across runs/platforms)."""
+    h = hashlib.sha256(repr((int(seed),) + tuple(str(k) for k in keys)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
+
+
+def _split_frames(frames: int, splits: tuple[str, ...]) -> dict[str, int]:
+    for s in splits:
+        if s not in SPLIT_FRACTIONS:
+            raise ValueError(f"unknown split {s!r}: expected a subset of {list(SPLIT_FRACTIONS)}")
+    if frames < len(splits):
+        raise ValueError(f"--frames {frames} is fewer than the {len(splits)} requested splits")
+    tot = sum(SPLIT_FRACTIONS[s] for s in splits)
+    n = {s: max(1, int(math.floor(frames * SPLIT_FRACTIONS[s] / tot))) for s in splits}
+    n[splits[0]] += frames - sum(n.values())
+    if n[splits[0]] < 1:
+        raise ValueError(f"cannot split {frames} frames over {splits}")
+    return n
+
+
+def make_plan(config: SynthConfig) -> list[SeqPlan]:
+    """The deterministic list of sequences (see the module docstring)."""
+    from handflow.data.synth.scenes import TEMPLATES
+
+    g = stream(config.seed, "plan")
+    names = sorted(TEMPLATES)
+    plan: list[SeqPlan] = []
+    subject = 0
+    gframe = 0
+    for split, n in _split_frames(config.frames, config.splits).items():
+        capture, cap_frames, seq_in_cap = 0, 0, 0
+        left = n
+        while left > 0:
+            L = min(left, int(torch.randint(SEQ_LENGTH_RANGE[0], SEQ_LENGTH_RANGE[1] + 1, (1,), generator=g)))
+            if cap_frames + L > CAPTURE_MAX_FRAMES and cap_frames > 0:
+                capture, cap_frames, seq_in_cap = capture + 1, 0, 0
+                subject += 1
+            template = names[int(torch.randint(len(names), (1,), generator=g))]
+            idx = len(plan)
+            plan.append(SeqPlan(idx, split, capture, subject, f"{seq_in_cap:04d}_{template}", template, L,
+                                cap_frames, gframe))
+            cap_frames += L
+            gframe += L
+            seq_in_cap += 1
+            left -= L
+        subject += 1
+    return plan
+
+
+@dataclass
+class Backends:
+    """The pieces ``generate`` needs (injectable for tests).
+
+    Attributes:
+        model: hand model (``handflow.hand.base.HandModel``).
+        collide: ``collide(right_out, left_out) -> (B,) bool``.
+        make_renderer: ``(width, height) -> renderer`` with ``.render(meshes, K, background,
+            light) -> RenderOutput(rgb, depth, hand_id, part_id, face_id)``.
+        make_mesh: ``(vertices (V,3), faces (F,3), color (3,), part_labels (V,), hand_id) -> Mesh``.
+        joint_visibility: ``(meshes, joints_list, K, (H, W), render=...) -> list[(J,) bool]``.
+        to_neuralannot: ``(rotmats, betas, root_cam, camrot, campos, model, side) ->
+            (pose (B,48), shape (B,10), trans (B,3) m)``.
+        random_light, random_skin_tone: ``(generator) -> ...``.
+        random_background: ``(h, w, generator) -> image``.
+    """
+
+    model: Any
+    collide: Callable
+    make_renderer: Callable
+    make_mesh: Callable
+    joint_visibility: Callable
+    to_neuralannot: Callable
+    random_light: Callable
+    random_skin_tone: Callable
+    random_background: Callable
+
+
+def default_backends(hand_model: str = "openhand", mano_path: str | None = None) -> Backends:
+    """The real handflow modules (imported here, at call time)."""
+    from handflow.hand.collision import collide
+    from handflow.hand.neuralannot import camera_to_neuralannot
+    from handflow.hand.registry import load_hand_model
+    from handflow.render import Mesh, Renderer
+    from handflow.render.backgrounds import random_background
+    from handflow.render.shading import random_light, random_skin_tone
+    from handflow.render.visibility import joint_visibility
+
+    def make_mesh(vertices, faces, color, part_labels, hand_id):
+        return Mesh(vertices=vertices, faces=faces, color=color, part_labels=part_labels, hand_id=hand_id)
+
+    model = load_hand_model(hand_model, path=mano_path)
+    return Backends(model, collide, lambda w, h: Renderer(w, h), make_mesh, joint_visibility,
+                    camera_to_neuralannot, random_light, random_skin_tone, random_background)
+
+
+# ----------------------------------------------------------------------------- running
+_WORKER: dict[str, Any] = {}
+
+
+def _empty_part(config: SynthConfig, shard: tuple[int, int]) -> dict[str, Any]:
+    return {"config": config.to_json(), "shard": list(shard), "images": [], "annotations": [], "camera": {},
+            "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
+
+
+def _add(part: dict[str, Any], res: Any) -> None:
+    part["images"] += res.images
+    part["annotations"] += res.annotations
+    cap = str(res.capture)
+    part["joint_3d"].setdefault(cap, {}).update(res.joint_3d)
+    part["mano"].setdefault(cap, {}).update(res.mano)
+    part["visibility"].update(res.visibility)
+    for k, v in res.stats.items():
+        if isinstance(v, list):
+            part["stats"].setdefault(k, []).extend(v)
+        else:
+            part["stats"][k] = part["stats"].get(k, 0) + v
+
+
+def _init_worker(config: SynthConfig, mano_path: str | None, root: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(config=config, mano_path=mano_path, root=root)
+
+
+def _worker_run(plan: SeqPlan) -> tuple[Any, dict[str, float]]:
+    from handflow.data.synth import frames
+
+    cfg = _WORKER["config"]
+    if "backends" not in _WORKER:  # lazily, once per worker process
+        _WORKER["backends"] = default_backends(cfg.hand_model, _WORKER["mano_path"])
+        _WORKER["renderer"] = _WORKER["backends"].make_renderer(cfg.image_size, cfg.image_size)
+    timers: dict[str, float] = {}
+    res = frames.process_sequence(plan, cfg, _WORKER["backends"], Path(_WORKER["root"]), _WORKER["renderer"], timers)
+    res.capture = plan.capture  # type: ignore[attr-defined]
+    return res, timers
+
+
+def generate(
+    out: Path,
+    config: SynthConfig,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    backends: Backends | None = None,
+    mano_path: str | None = None,
+    progress: bool = True,
+    merge_when_done: bool = True,
+) -> dict[str, Any]:
+    """Generate shard ``shard = (i, n)`` of the dataset into ``out``; merge when every shard
+    is present. Rerunning skips a finished shard.
+
+    Returns:
+        ``{"skipped": bool, "timers": {stage: seconds}, "images": int, "summary": dict | None}``.
+    """
+    from handflow.data.synth import frames
+    from handflow.data.synth.cameras import dome_cameras
+    from handflow.data.synth.ih_writer import shard_done, write_shard
+
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"invalid shard {i}/{n}: need 0 <= i < n")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = config.to_json()
+    timers: dict[str, float] = {}
+    n_images = 0
+    skipped = shard_done(root, list(config.splits), i, n, cfg)
+    if not skipped:
+        plan = [p for p in make_plan(config) if p.index % n == i]
+        parts = {s: _empty_part(config, shard) for s in config.splits}
+        total = sum(p.length for p in plan) * config.cameras
+        bar = _progress(total, f"synth {i}/{n}", progress)
+        if workers > 1 and backends is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, _init_worker, (config, mano_path, str(root))) as pool:
+                results = pool.imap(_worker_run, plan)
+                for p, (res, tm) in zip(plan, results):
+                    _add(parts[p.split], res)
+                    _merge_timers(timers, tm)
+                    bar.update(p.length * config.cameras)
+        else:
+            torch.set_num_threads(1)
+            bk = backends if backends is not None else default_backends(config.hand_model, mano_path)
+            renderer = bk.make_renderer(config.image_size, config.image_size)
+            for p in plan:
+                res = frames.process_sequence(p, config, bk, root, renderer, timers)
+                res.capture = p.capture  # type: ignore[attr-defined]
+                _add(parts[p.split], res)
+                bar.update(p.length * config.cameras)
+        bar.close()
+        for p in plan:  # cameras of every capture this shard touched
+            cams = dome_cameras(config.cameras, config.image_size, stream(config.seed, p.split, "capture", p.capture))
+            parts[p.split]["camera"][str(p.capture)] = frames.camera_json(cams)
+        for s in config.splits:
+            n_images += len(parts[s]["images"])
+            write_shard(root, s, i, n, parts[s])
+    summary = None
+    if merge_when_done and all(shard_done(root, list(config.splits), j, n, cfg) for j in range(n)):
+        summary = merge(root, n, config)
+    return {"skipped": skipped, "timers": timers, "images": n_images, "summary": summary}
+
+
+def _merge_timers(acc: dict[str, float], t: dict[str, float]) -> None:
+    for k, v in t.items():
+        acc[k] = acc.get(k, 0.0) + v
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")
+
+
+def _histogram(values: list[float]) -> dict[str, list]:
+    edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+    counts, _ = np.histogram(np.asarray(values, dtype=np.float64), bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
+    """Join the ``n`` shards of every split into the real files, write ``skeleton.txt`` and
+    ``synth_summary.json`` (deterministic: no timings). Returns the summary."""
+    from handflow.data.synth.ih_writer import atomic_write_json, merge_shards, read_json, split_files, write_skeleton
+
+    root = Path(root)
+    cfg = config.to_json()
+    write_skeleton(root)
+    per_split: dict[str, Any] = {}
+    tot: dict[str, Any] = {}
+    for s in config.splits:
+        st = merge_shards(root, s, n, cfg)
+        data = read_json(split_files(root, s)["data"])
+        per_split[s] = {"frames": int(st.get("frames", 0)), "images": len(data["images"]),
+                        "sequences": int(st.get("sequences", 0)),
+                        "captures": len({im["capture"] for im in data["images"]}),
+                        "subjects": len({im["subject"] for im in data["images"]})}
+        for k, v in st.items():
+            tot[k] = tot.get(k, [] if isinstance(v, list) else 0) + v
+    occ = tot.get("occluded_fraction", [])
+    images = sum(p["images"] for p in per_split.values())
+    summary = {
+        "frames": sum(p["frames"] for p in per_split.values()),
+        "images": images,
+        "cameras": config.cameras,
+        "image_size": config.image_size,
+        "seed": config.seed,
+        "hand_model": config.hand_model,
+        "splits": per_split,
+        **{k: int(tot.get(k, 0)) for k in ("collision_rejections", "distance_rejections", "sequence_rejections",
+                                           "static_fallbacks", "dropped_views")},
+        "occluded_joint_fraction": {"mean": float(np.mean(occ)) if occ else 0.0, "histogram": _histogram(occ)},
+        "hand_occludes_other_fraction": float(tot.get("hand_occlusion_images", 0)) / max(images, 1),
+    }
+    atomic_write_json(root / "synth_summary.json", summary)
+    return summary
+
+
+def find_shard_count(root: Path, splits: tuple[str, ...]) -> int:
+    """The shard count ``n`` used in ``root`` (from the ``.shards`` file names)."""
+    counts = set()
+    for s in splits:
+        for p in (Path(root) / "annotations" / s / ".shards").glob("shard_*_of_*.json"):
+            counts.add(int(p.stem.rsplit("_", 1)[-1]))
+    if not counts:
+        raise FileNotFoundError(f"no shard files under {root}/annotations/<split>/.shards: run `handflow synth` first")
+    if len(counts) > 1:
+        raise ValueError(f"{root} holds shards of several counts {sorted(counts)}: delete the stale .shards files")
+    return counts.pop()
