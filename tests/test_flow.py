@@ -235,6 +235,23 @@ def test_actnorm_state_survives_save_load(flow: ConditionalGlow) -> None:
         assert torch.equal(a, b)
 
 
+def test_actnorm_flag_follows_loaded_state_and_warns_before_init() -> None:
+    flow = make_flow()
+    blank = ConditionalGlow(D, C, hidden=HIDDEN).double().state_dict()
+    flow.load_state_dict(blank)  # an uninitialised state: the flow must init again
+    assert not flow.initialized
+    with pytest.warns(UserWarning, match="initialize"):
+        flow.train().forward(rand(2, D), rand(2, C))
+    y0, c0 = 3.0 * rand(40, D, seed=41) + 1.0, rand(40, C, seed=42)
+    flow.log_prob(y0, c0)
+    assert flow.initialized
+    # blank state: couplings are the identity and W = P, so the whole flow standardises y0
+    z, _ = flow.eval().inverse(y0, c0)
+    z = z.detach()
+    assert z.mean(0).abs().max() < 1e-10
+    assert (z.std(0, correction=0) - 1).abs().max() < 1e-10
+
+
 # ------------------------------------------------------------------ 6. sampling and caching
 def test_sample_equals_forward_of_drawn_z(flow: ConditionalGlow) -> None:
     c, n = rand(3, C, seed=19), 7

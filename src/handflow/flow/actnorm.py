@@ -50,6 +50,19 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False), persistent=True)
+        # python mirror of the buffer: avoids a device sync per call once initialised
+        self._known_initialized = False
+
+    @property
+    def is_initialized(self) -> bool:
+        """True once data-initialised or loaded from an initialised state_dict."""
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        self._known_initialized = False  # re-read the loaded buffer on next use
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, min_std={self.min_std}, initialized={bool(self.initialized)}"
@@ -78,6 +91,7 @@ class ActNorm(nn.Module):
         self.bias.copy_(mean)
         self.log_scale.copy_(std.log())
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_scale.sum().expand(x.shape[:-1])
@@ -91,6 +105,6 @@ class ActNorm(nn.Module):
 
         In training mode, the first call initialises the layer from ``y``.
         """
-        if self.training and not bool(self.initialized):
+        if self.training and not self.is_initialized:
             self.initialize(y)
         return (y - self.bias) * torch.exp(-self.log_scale), -self._logdet(y)

@@ -21,6 +21,7 @@ disabled: inputs are cast on entry, so under mixed precision the flow is still f
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ class ConditionalGlow(nn.Module):
     @property
     def initialized(self) -> bool:
         """True once every ActNorm layer has been data-initialised (or loaded)."""
-        return all(bool(step.actnorm.initialized) for step in self.steps)
+        return all(step.actnorm.is_initialized for step in self.steps)
 
     @contextmanager
     def _fp(self) -> Iterator[None]:
@@ -226,6 +227,13 @@ class ConditionalGlow(nn.Module):
         Example:
             >>> y, logdet = flow(z, context)
         """
+        if self.training and not self.initialized:
+            warnings.warn(
+                "ConditionalGlow.forward in training mode before ActNorm's data-dependent init: "
+                "ActNorm acts as the identity until the first log_prob/inverse in training "
+                "mode; call flow.initialize(y, context) on a first batch before training",
+                stacklevel=2,
+            )
         with self._fp():
             z = self._check_x(z, "z")
             cache = self._cache(context, context_cache, z.shape[0])
