@@ -233,3 +233,228 @@ def test_orient_maps_rest_axes():
         assert torch.allclose(R @ torch.tensor(rest_f, dtype=torch.float64), f)
         assert torch.allclose(R @ torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64), n)
         assert abs(float(torch.det(R)) - 1) < 1e-12
+
+
+# ----------------------------------------------------------------------------- dataset
+def _load(root: Path, split: str) -> dict:
+    return {k: json.loads(p.read_text()) for k, p in W.split_files(root, split).items()}
+
+
+def _all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".shards" not in p.parts}
+
+
+def test_layout_keys_types_units(dataset):
+    root, cfg, summary = dataset
+    assert (root / "annotations" / "skeleton.txt").read_text() == W.skeleton_text()
+    n_img = 0
+    for split in SPLITS:
+        f = _load(root, split)
+        data, cams, j3d, mano, extra = f["data"], f["camera"], f["joint_3d"], f["mano"], f["extra"]
+        assert set(data) == {"images", "annotations"}
+        assert len(data["images"]) == len(data["annotations"]) > 0
+        for im, an in zip(data["images"], data["annotations"]):
+            assert set(im) == {"id", "file_name", "width", "height", "capture", "subject", "seq_name", "camera",
+                               "frame_idx"}
+            for k in ("id", "width", "height", "capture", "subject", "frame_idx"):
+                assert type(im[k]) is int
+            assert type(im["camera"]) is str and type(im["seq_name"]) is str
+            assert im["file_name"] == f"Capture{im['capture']}/{im['seq_name']}/cam{im['camera']}/image{im['frame_idx']}.jpg"
+            assert (root / "images" / split / im["file_name"]).is_file()
+            assert im["width"] == im["height"] == cfg.image_size
+            assert set(an) == {"id", "image_id", "bbox", "joint_valid", "hand_type", "hand_type_valid"}
+            assert an["image_id"] == im["id"] and an["hand_type"] == "interacting" and an["hand_type_valid"] == 1
+            assert an["joint_valid"] == [[1]] * NUM_JOINTS
+            assert len(an["bbox"]) == 4 and all(type(v) is float for v in an["bbox"])
+            cap, cam, fr = str(im["capture"]), im["camera"], str(im["frame_idx"])
+            assert set(cams[cap]) == {"campos", "camrot", "focal", "princpt"}
+            R = np.array(cams[cap]["camrot"][cam])
+            assert R.shape == (3, 3) and np.allclose(R @ R.T, np.eye(3), atol=1e-9)
+            # millimetres: the camera sits 0.5-1 m from the hands
+            d = np.linalg.norm(np.array(cams[cap]["campos"][cam]) - np.array(j3d[cap][fr]["world_coord"]).mean(0))
+            assert 300 < d < 1300
+            e = j3d[cap][fr]
+            assert set(e) == {"world_coord", "joint_valid", "hand_type", "hand_type_valid"}
+            assert np.array(e["world_coord"]).shape == (NUM_JOINTS, 3)
+            assert e["joint_valid"] == [[True]] * NUM_JOINTS and e["hand_type_valid"] is True
+            for side in ("right", "left"):
+                m = mano[cap][fr][side]
+                assert set(m) == {"pose", "shape", "trans", "hand_model"} and m["hand_model"] == cfg.hand_model
+                assert (len(m["pose"]), len(m["shape"]), len(m["trans"])) == (48, 10, 3)
+                assert np.abs(m["trans"]).max() < 1.0  # metres
+            vis = extra["visibility"][str(im["id"])]
+            assert len(vis) == NUM_JOINTS and set(vis) <= {0, 1}
+        assert extra["format_version"] == 1 and extra["hand_model"] == cfg.hand_model and extra["seed"] == cfg.seed
+        n_img += len(data["images"])
+        wrists = [np.array(v["world_coord"]) for c in j3d.values() for v in c.values()]
+        for w in wrists:  # hands close together
+            assert scenes.WRIST_DISTANCE_MM[0] - 1e-6 <= np.linalg.norm(w[RIGHT_ROOT] - w[LEFT_ROOT]) <= scenes.WRIST_DISTANCE_MM[1] + 1e-6
+    assert summary["images"] == n_img and summary["frames"] == cfg.frames
+    assert json.loads((root / "synth_summary.json").read_text()) == summary
+
+
+def test_bbox_and_visible_joints_inside_image(dataset):
+    """The bbox is the x1.2 box of the projected joints; every joint marked visible projects
+    into the image (projection computed from the JSON alone)."""
+    from handflow.data.synth.frames import bbox_from_joints
+    from handflow.geometry import world_to_camera
+
+    root, cfg, _ = dataset
+    f = _load(root, "train")
+    n_vis = 0
+    for im, an in zip(f["data"]["images"], f["data"]["annotations"]):
+        c = f["camera"][str(im["capture"])]
+        cam = im["camera"]
+        R, C = torch.tensor(c["camrot"][cam], dtype=torch.float64), torch.tensor(c["campos"][cam], dtype=torch.float64)
+        K = torch.tensor([[c["focal"][cam][0], 0, c["princpt"][cam][0]], [0, c["focal"][cam][1], c["princpt"][cam][1]],
+                          [0, 0, 1.0]], dtype=torch.float64)
+        X = torch.tensor(f["joint_3d"][str(im["capture"])][str(im["frame_idx"])]["world_coord"], dtype=torch.float64)
+        uv = project(world_to_camera(X, R, C), K).numpy()
+        assert np.allclose(an["bbox"], bbox_from_joints(uv, np.ones(NUM_JOINTS)), atol=1e-6)
+        vis = np.array(f["extra"]["visibility"][str(im["id"])], bool)
+        assert np.all((uv[vis] >= 0) & (uv[vis] < cfg.image_size))
+        n_vis += int(vis.sum())
+    assert n_vis > 0
+
+
+def test_projection_matches_rerendered_mask(dataset, backends):
+    """Re-render one stored view from the JSON alone; the projected wrists fall on the hand
+    mask of their own hand or of the hand in front of them."""
+    root, cfg, _ = dataset
+    f = _load(root, "train")
+    im = f["data"]["images"][0]
+    cap, cam, fr = str(im["capture"]), im["camera"], str(im["frame_idx"])
+    c = f["camera"][cap]
+    R, C = torch.tensor(c["camrot"][cam], dtype=torch.float64), torch.tensor(c["campos"][cam], dtype=torch.float64)
+    K = torch.tensor([[c["focal"][cam][0], 0, c["princpt"][cam][0]], [0, c["focal"][cam][1], c["princpt"][cam][1]],
+                      [0, 0, 1.0]], dtype=torch.float64)
+    model = backends.model
+    meshes = []
+    from handflow.geometry import world_to_camera
+
+    for hid, side in enumerate(("right", "left")):
+        m = f["mano"][cap][fr][side]
+        pose = torch.tensor(m["pose"], dtype=torch.float64)[None]
+        rot = axis_angle_to_matrix(pose.view(1, 16, 3) + torch.cat([torch.zeros(1, 3), model.pose_mean(side).double()])[None])
+        out = model(rot, torch.tensor(m["shape"], dtype=torch.float64)[None], side)
+        out = out.translate(torch.tensor(m["trans"], dtype=torch.float64)[None] * 1000.0)
+        meshes.append(backends.make_mesh(world_to_camera(out.vertices[0], R, C).float(), model.faces_for(side),
+                                         torch.tensor([0.8, 0.6, 0.5]), model.part_labels, hid))
+    ren = backends.make_renderer(cfg.image_size, cfg.image_size).render(
+        meshes, K.float(), background=np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8), light=None)
+    hid_map = torch.as_tensor(np.asarray(ren.hand_id))
+    X = torch.tensor(f["joint_3d"][cap][fr]["world_coord"], dtype=torch.float64)
+    uv = project(world_to_camera(X, R, C), K)
+    vis = f["extra"]["visibility"][str(im["id"])]
+    for j in range(NUM_JOINTS):
+        u, v = int(uv[j, 0]), int(uv[j, 1])
+        if vis[j]:
+            assert int(hid_map[v, u]) == (0 if j < NUM_JOINTS // 2 else 1)
+
+
+def test_neuralannot_reproduces_world_joints(dataset, backends):
+    root, cfg, _ = dataset
+    model = backends.model
+    for split in SPLITS:
+        f = _load(root, split)
+        for cap, frames in f["mano"].items():
+            for fr, hands in frames.items():
+                X = torch.tensor(f["joint_3d"][cap][fr]["world_coord"], dtype=torch.float64)
+                for side in ("right", "left"):
+                    m = hands[side]
+                    pose = torch.tensor(m["pose"], dtype=torch.float64)[None]
+                    betas = torch.tensor(m["shape"], dtype=torch.float64)[None]
+                    trans = torch.tensor(m["trans"], dtype=torch.float64)[None]
+                    try:
+                        from handflow.hand.neuralannot import neuralannot_to_camera
+
+                        rot, b, root_cam = neuralannot_to_camera(pose, betas, trans, torch.eye(3, dtype=torch.float64)[None],
+                                                                 torch.zeros(1, 3, dtype=torch.float64), model, side)[:3]
+                    except ImportError:
+                        full = pose.view(1, 16, 3).clone()
+                        full[:, 1:] += model.pose_mean(side).double()
+                        rot, b, root_cam = axis_angle_to_matrix(full), betas, trans * 1000.0
+                    J = model(rot, b, side).joints[0] + root_cam[0]
+                    sl = slice(0, 21) if side == "right" else slice(21, 42)
+                    assert torch.allclose(J, X[sl], atol=1e-3), (J - X[sl]).abs().max()
+
+
+def test_no_collisions_in_written_frames(dataset, backends):
+    root, cfg, _ = dataset
+    from handflow.hand.base import HandOutput
+
+    model = backends.model
+    for split in SPLITS:
+        f = _load(root, split)
+        for cap, frames in f["mano"].items():
+            for fr, hands in frames.items():
+                outs = []
+                for side in ("right", "left"):
+                    m = hands[side]
+                    full = torch.tensor(m["pose"], dtype=torch.float64).view(1, 16, 3).clone()
+                    full[:, 1:] += model.pose_mean(side).double()
+                    out = model(axis_angle_to_matrix(full), torch.tensor(m["shape"], dtype=torch.float64)[None], side)
+                    outs.append(out.translate(torch.tensor(m["trans"], dtype=torch.float64)[None] * 1000))
+                assert not bool(backends.collide(*outs).any())
+
+
+def test_same_seed_identical_and_sharded_equals_unsharded(dataset, backends, tmp_path):
+    root, cfg, _ = dataset
+    ref = _all_files(root)
+    again = tmp_path / "again"
+    gen.generate(again, cfg, backends=backends, progress=False)
+    assert _all_files(again) == ref
+    sh = tmp_path / "sharded"
+    r1 = gen.generate(sh, cfg, shard=(1, 2), backends=backends, progress=False)
+    assert r1["summary"] is None and not (sh / "annotations" / "train" / "InterHand2.6M_train_data.json").exists()
+    r0 = gen.generate(sh, cfg, shard=(0, 2), backends=backends, progress=False)
+    assert r0["summary"] is not None
+    assert _all_files(sh) == ref
+    # a different seed gives different data
+    other = tmp_path / "other"
+    gen.generate(other, gen.SynthConfig(**{**TINY, "seed": 8}), backends=backends, progress=False)
+    assert _all_files(other) != ref
+
+
+def test_killed_run_leaves_no_partial_file_and_rerun_completes(dataset, backends, tmp_path, monkeypatch):
+    root, cfg, _ = dataset
+    from handflow.data.synth import frames
+
+    real = frames.process_sequence
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(frames, "process_sequence", dying)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate(out, cfg, backends=backends, progress=False)
+    visible = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert all(p.suffix == ".jpg" for p in visible)  # only complete images, no annotation file
+    assert not list(out.rglob("*.tmp-*"))
+    monkeypatch.setattr(frames, "process_sequence", real)
+    res = gen.generate(out, cfg, backends=backends, progress=False)
+    assert not res["skipped"] and res["summary"] is not None
+    assert _all_files(out) == _all_files(root)
+    # a finished shard is skipped on rerun
+    assert gen.generate(out, cfg, backends=backends, progress=False)["skipped"]
+
+
+def test_reader_consistency(dataset):
+    try:
+        from handflow.data import InterHandDataset
+    except ImportError:
+        pytest.skip("handflow.data.InterHandDataset is not available yet")
+
+    root, cfg, _ = dataset
+    ds = InterHandDataset(root, "train", image_size=64)
+    assert len(ds) > 0
+    item = ds[0]
+    uv = project(item["joints_cam"].double(), item["K"].double())
+    assert torch.allclose(uv.float(), item["joints_2d"].float(), atol=1e-3)
+    assert item["visible"].dtype == torch.bool and item["visible"].shape == (NUM_JOINTS,)
