@@ -276,6 +276,9 @@ def test_context_cache_is_projected_once_and_reused(flow: ConditionalGlow) -> No
     y_cached = flow.sample(n=50, chunk=30, generator=torch.Generator().manual_seed(2),
                            context_cache=cache)
     assert torch.equal(y, y_cached)
+    with torch.no_grad():  # the no-grad path writes chunks in place: same values
+        y_nograd = flow.sample(c, 50, chunk=30, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(y, y_nograd)
     assert torch.equal(flow.log_prob(y, c), flow.log_prob(y, context_cache=cache))
     assert torch.equal(flow.mode(c), flow.mode(context_cache=cache))
     with pytest.raises(ValueError, match="batch"):

@@ -170,13 +170,19 @@ class ConditionalGlow(nn.Module):
             )
         return x.to(self.dtype)
 
+    def _resolve(
+        self, context: Tensor | None, context_cache: ContextCache | None, who: str
+    ) -> ContextCache:
+        if context_cache is not None:
+            return context_cache
+        if context is None:
+            raise ValueError(f"ConditionalGlow.{who}: pass either context or context_cache")
+        return self.project_context(context)
+
     def _cache(
         self, context: Tensor | None, context_cache: ContextCache | None, batch: int
     ) -> ContextCache:
-        if context_cache is None:
-            if context is None:
-                raise ValueError("ConditionalGlow: pass either context or context_cache")
-            context_cache = self.project_context(context)
+        context_cache = self._resolve(context, context_cache, "forward/inverse")
         if len(context_cache.projections) != len(self.steps):
             raise ValueError(
                 f"ConditionalGlow: context_cache has {len(context_cache.projections)} layers, "
@@ -220,7 +226,11 @@ class ConditionalGlow(nn.Module):
             return ContextCache(tuple(s.coupling.project_context(context) for s in self.steps))
 
     def forward(
-        self, z: Tensor, context: Tensor | None = None, *, context_cache: ContextCache | None = None
+        self,
+        z: Tensor,
+        context: Tensor | None = None,
+        *,
+        context_cache: ContextCache | None = None,
     ) -> tuple[Tensor, Tensor]:
         """z -> y. ``z`` (B, [S,] D) -> (``y`` (B, [S,] D), log|det dy/dz| (B, [S])).
 
@@ -245,7 +255,11 @@ class ConditionalGlow(nn.Module):
             return x, logdet
 
     def inverse(
-        self, y: Tensor, context: Tensor | None = None, *, context_cache: ContextCache | None = None
+        self,
+        y: Tensor,
+        context: Tensor | None = None,
+        *,
+        context_cache: ContextCache | None = None,
     ) -> tuple[Tensor, Tensor]:
         """y -> z. ``y`` (B, [S,] D) -> (``z`` (B, [S,] D), log|det dz/dy| (B, [S]))."""
         with self._fp():
@@ -264,7 +278,11 @@ class ConditionalGlow(nn.Module):
         return -0.5 * (z.square().sum(-1) + z.shape[-1] * _LOG_2PI)
 
     def log_prob(
-        self, y: Tensor, context: Tensor | None = None, *, context_cache: ContextCache | None = None
+        self,
+        y: Tensor,
+        context: Tensor | None = None,
+        *,
+        context_cache: ContextCache | None = None,
     ) -> Tensor:
         """log p(y | c) = log N(z) + log|det dz/dy|: (B, [S,] D) -> (B, [S])."""
         z, logdet = self.inverse(y, context, context_cache=context_cache)
@@ -272,7 +290,11 @@ class ConditionalGlow(nn.Module):
 
     @torch.no_grad()
     def initialize(
-        self, y: Tensor, context: Tensor | None = None, *, context_cache: ContextCache | None = None
+        self,
+        y: Tensor,
+        context: Tensor | None = None,
+        *,
+        context_cache: ContextCache | None = None,
     ) -> None:
         """Data-dependent init of every not-yet-initialised ActNorm from ``y`` (B, [S,] D)."""
         was_training = self.training
@@ -296,34 +318,34 @@ class ConditionalGlow(nn.Module):
 
         ``z ~ N(0, I)`` is drawn at once as ``torch.randn((B, n, D), generator=generator)``
         (so results do not depend on ``chunk``), then pushed through :meth:`forward` in
-        chunks of at most ``chunk`` rows (B x samples), so the hidden activations never
-        exceed ``chunk x hidden``. Differentiable (reparameterised) when grad is enabled.
+        chunks of ``max(1, chunk // B)`` samples per image (at most ``max(chunk, B)`` rows),
+        so the hidden activations never exceed that many rows x ``hidden``, whatever ``n``.
+        Differentiable (reparameterised) when grad is enabled.
         """
         if n < 1 or chunk < 1:
-            raise ValueError(f"ConditionalGlow.sample: need n >= 1 and chunk >= 1, got {n}, {chunk}")
-        if context_cache is None:
-            if context is None:
-                raise ValueError("ConditionalGlow.sample: pass either context or context_cache")
-            context_cache = self.project_context(context)
-        batch = context_cache.batch_size
+            raise ValueError(f"ConditionalGlow.sample: need n, chunk >= 1; got {n}, {chunk}")
+        cache = self._resolve(context, context_cache, "sample")
+        batch = cache.batch_size
         device = generator.device if generator is not None else self.device
-        z = torch.randn((batch, n, self.dim), generator=generator, device=device, dtype=self.dtype)
+        shape = (batch, n, self.dim)
+        z = torch.randn(shape, generator=generator, device=device, dtype=self.dtype)
         z = z.to(self.device)
         per_chunk = max(1, chunk // batch)
-        parts = [
-            self.forward(z[:, s : s + per_chunk], context_cache=context_cache)[0]
-            for s in range(0, n, per_chunk)
-        ]
-        y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        starts = range(0, n, per_chunk)
+        if torch.is_grad_enabled():  # keep the graph: concatenate the chunks
+            parts = [self.forward(z[:, s : s + per_chunk], context_cache=cache)[0] for s in starts]
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        else:  # write each chunk into the output: no second copy of y
+            y = torch.empty_like(z)
+            for s in starts:
+                sl = slice(s, s + per_chunk)
+                y[:, sl] = self.forward(z[:, sl], context_cache=cache)[0]
         return (y, z) if return_z else y
 
     def mode(
         self, context: Tensor | None = None, *, context_cache: ContextCache | None = None
     ) -> Tensor:
         """The z = 0 estimate ``f_c(0)``: -> (B, D). Not the exact mode (affine coupling)."""
-        if context_cache is None:
-            if context is None:
-                raise ValueError("ConditionalGlow.mode: pass either context or context_cache")
-            context_cache = self.project_context(context)
-        z = torch.zeros(context_cache.batch_size, self.dim, dtype=self.dtype, device=self.device)
-        return self.forward(z, context_cache=context_cache)[0]
+        cache = self._resolve(context, context_cache, "mode")
+        z = torch.zeros(cache.batch_size, self.dim, dtype=self.dtype, device=self.device)
+        return self.forward(z, context_cache=cache)[0]
