@@ -233,6 +233,7 @@ def test_actnorm_state_survives_save_load(flow: ConditionalGlow) -> None:
     assert torch.allclose(lp, flow.log_prob(y, c), atol=1e-12, rtol=0)
     for a, b in zip(fresh.state_dict().values(), flow.state_dict().values()):
         assert torch.equal(a, b)
+    assert "initialized=True" in repr(fresh) and "scale_bound=2.0" in repr(fresh)
 
 
 def test_actnorm_flag_follows_loaded_state_and_warns_before_init() -> None:
