@@ -139,18 +139,18 @@ TEMPLATES: dict[str, Callable[[torch.Generator], TemplateSample]] = {
     # forearms crossed: hands cross over each other, palms down
     "crossed": _tmpl(("flat", "relaxed", "fist", "spread", None), ("flat", "relaxed", "fist", None),
                      (-0.7, 0.7, 0), (0, 0, -1), (0.7, 0.7, 0), (0, 0, -1), (0, 0, 1),
-                     _jit((70, 170), (-40, 40), (0, 0))),
+                     _jit((-170, -70), (-40, 40), (0, 0))),
     # one hand over the other, both palms down, same direction: heavy occlusion
     "stacked": _tmpl(("flat", "relaxed", "cup", "spread"), ("flat", "relaxed", "fist", "spread"),
                      (0, 1, 0), (0, 0, -1), (0, 1, 0), (0, 0, -1), (0, 0, -1), _jit((-40, 40), (-40, 40), (0, 0))),
     # fist resting on the other, upturned palm
     "fist_on_palm": _tmpl(("fist",), ("flat", "relaxed", "cup"), (0, 1, 0), (0, 0, -1), (0, 1, 0), (0, 0, 1),
-                          (0, 0, -1), _jit((-25, 25), (-110, -50), (0, 0))),
+                          (0, 0, -1), _jit((-25, 25), (-30, 30), (0, 0))),
     # index finger pressing the other palm
     "point_touch": _tmpl(("point",), ("flat", "relaxed", "spread"), (-1, 0, 0), (0, 0, -1), (0, 0, 1), (1, 0, 0),
                          (-1, 0, 0), _jit((0, 0), (-25, 25), (-100, -40))),
     # both hands pinching, fingertips meeting
-    "pinch_touch": _tmpl(("pinch", "ok"), ("pinch", "ok"), (-1, 0, 0), (0, 0, -1), (1, 0, 0), (0, 0, -1),
+    "pinch_touch": _tmpl(("pinch", "ok"), ("pinch", "ok"), (-0.6, 0.8, 0), (0, 0, -1), (0.6, 0.8, 0), (0, 0, -1),
                          (-1, 0, 0), _jit((0, 0), (-20, 20), (-20, 20))),
     # crossed fingers shown next to the other hand's palm
     "crossed_fingers": _tmpl(("crossed_fingers", "victory"), ("flat", "relaxed", "thumbs_up", None), (0, 0, 1),
