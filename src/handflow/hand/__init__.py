@@ -2,6 +2,7 @@
 priors and inter-hand collision proxies."""
 
 from handflow.hand.base import HandModel, HandOutput, PosePrior, lbs, mirror_rotmats
+from handflow.hand.collision import collide, hand_proxies, penetration
 from handflow.hand.openhand import OpenHand
 from handflow.hand.registry import available_hand_models, load_hand_model
 
