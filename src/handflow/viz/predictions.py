@@ -17,15 +17,11 @@ from torch import Tensor
 
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.geometry.camera import project
+from handflow.metrics.spread import per_joint_spread
 
-__all__ = ["plot_prediction", "write_samples_html", "per_joint_spread", "novel_view"]
+__all__ = ["plot_prediction", "write_samples_html", "novel_view"]
 
 HAND_COLORS = ("#e4572e", "#2e86ab")  # right, left
-
-
-def per_joint_spread(samples: Tensor) -> Tensor:
-    """(S, 42, 3) -> (42,) RMS 3D distance of the samples to their mean, mm."""
-    return (samples - samples.mean(0)).norm(dim=-1).pow(2).mean(0).sqrt()
 
 
 def novel_view(points: Tensor, yaw_deg: float, pitch_deg: float = 0.0, center: Tensor | None = None) -> Tensor:
