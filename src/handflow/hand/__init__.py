@@ -12,7 +12,10 @@ __all__ = [
     "OpenHand",
     "PosePrior",
     "available_hand_models",
+    "collide",
+    "hand_proxies",
     "lbs",
     "load_hand_model",
     "mirror_rotmats",
+    "penetration",
 ]
