@@ -472,3 +472,40 @@ def test_reader_consistency(dataset):
     uv = project(item["joints_cam"].double(), item["K"].double())
     assert torch.allclose(uv.float(), item["joints_2d"].float(), atol=1e-3)
     assert item["visible"].dtype == torch.bool and item["visible"].shape == (NUM_JOINTS,)
+
+
+# ----------------------------------------------------------------------------- poses, CLI
+def test_pose_library_semantics_and_mirror(backends):
+    from handflow.constants import IH_TIPS, IH_WRIST
+    from handflow.data.synth.poses import POSE_LIBRARY, angles_to_rotmats, pose_angles
+
+    model = backends.model
+    I = torch.eye(3, dtype=torch.float64)[None, None]
+    betas = torch.zeros(1, 10, dtype=torch.float64)
+
+    def joints(name, side):
+        rot = torch.cat([I, angles_to_rotmats(pose_angles(name), side)[None]], 1)
+        return model(rot, betas, side).joints[0]
+
+    flat, fist = joints("flat", "right"), joints("fist", "right")
+    tips = list(IH_TIPS[1:])  # the four fingers
+    d_flat = (flat[tips] - flat[IH_WRIST]).norm(dim=-1)
+    d_fist = (fist[tips] - fist[IH_WRIST]).norm(dim=-1)
+    assert torch.all(d_fist < 0.7 * d_flat)
+    assert torch.all(fist[tips, 1] < flat[tips, 1] - 10)  # curled towards the palm (−y)
+    mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    for name in POSE_LIBRARY:
+        assert torch.allclose(joints(name, "left"), joints(name, "right") * mirror, atol=1e-6)
+
+
+def test_cli_help_and_bad_shard(tmp_path):
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+
+    r = CliRunner().invoke(app, ["synth", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--frames", "--cameras", "--image-size", "--seed", "--shard", "--hand-model", "--merge"):
+        assert opt in r.output
+    r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--shard", "3/2"])
+    assert r.exit_code != 0 and "shard" in r.output
