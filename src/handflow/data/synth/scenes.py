@@ -161,6 +161,21 @@ TEMPLATES: dict[str, Callable[[torch.Generator], TemplateSample]] = {
 }
 
 
+def _free(g: torch.Generator) -> TemplateSample:
+    """Random orientations, prior articulations, random approach direction."""
+
+    def unit() -> Tensor:
+        v = torch.randn(3, generator=g, dtype=torch.float64)
+        return v / torch.linalg.norm(v)
+
+    f = (unit(), unit())
+    n = tuple(torch.linalg.cross(fk, unit()) for fk in f)  # orthogonal to the finger direction
+    return TemplateSample((None, None), f, n, unit(), torch.zeros(3, dtype=torch.float64))
+
+
+TEMPLATES["free"] = _free
+
+
 @dataclass
 class HandPlacement:
     """One hand in the world: ``rotmats`` (16, 3, 3) float64 (global + 15 local, MANO order)
