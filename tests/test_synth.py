@@ -396,8 +396,6 @@ def test_neuralannot_reproduces_world_joints(dataset, backends):
 
 def test_no_collisions_in_written_frames(dataset, backends):
     root, cfg, _ = dataset
-    from handflow.hand.base import HandOutput
-
     model = backends.model
     for split in SPLITS:
         f = _load(root, split)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from handflow.constants import IH_WRIST, NUM_BETAS, NUM_HAND_JOINTS, NUM_JOINTS
 
 __all__ = [
     "SynthConfig",
@@ -43,12 +40,6 @@ __all__ = [
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 SEQ_LENGTH_RANGE = (5, 20)
 CAPTURE_MAX_FRAMES = 60
-BETA_STD = 0.7
-#: a hand counts as in view when at least this many of its joints project into the image
-MIN_JOINTS_IN_VIEW = 3
-#: ... and it covers at least this fraction of the image's pixels
-MIN_HAND_PIXEL_FRACTION = 2e-4
-BBOX_SCALE = 1.2
 HIST_BINS = 10
 FORMAT_VERSION = 1
 
