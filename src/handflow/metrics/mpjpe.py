@@ -48,9 +48,9 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return values.mean(dim=-1)
     mask = mask.expand_as(values) if mask.shape != values.shape else mask
-    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype)).sum(dim=-1)
+    total = torch.where(mask, values, values.new_zeros(())).sum(dim=-1)
     count = mask.sum(dim=-1)
-    nan = torch.full((), float("nan"), dtype=values.dtype)
+    nan = values.new_full((), float("nan"))
     return torch.where(count > 0, total / count.clamp_min(1), nan)
 
 
@@ -138,10 +138,10 @@ def mpjpe_min_max(
         mask = mask[:, None]
     err = mpjpe(pred[:, None], annotations, alignment, mask)  # (B, N)
     ok = ann_valid & ~torch.isnan(err)
-    inf = torch.full((), float("inf"), dtype=err.dtype)
+    inf = err.new_full((), float("inf"))
     lo = torch.where(ok, err, inf).amin(dim=1)
     hi = torch.where(ok, err, -inf).amax(dim=1)
-    nan = torch.full((), float("nan"), dtype=err.dtype)
+    nan = err.new_full((), float("nan"))
     any_ok = ok.any(dim=1)
     return torch.where(any_ok, lo, nan), torch.where(any_ok, hi, nan)
 
@@ -158,10 +158,10 @@ def nanmean(values: Tensor, dim: int | None = None) -> tuple[Tensor, Tensor]:
         number of entries that counted, so a report can state it.
     """
     ok = ~torch.isnan(values)
-    zero = torch.zeros((), dtype=values.dtype)
+    zero = values.new_zeros(())
     if dim is None:
         total, count = torch.where(ok, values, zero).sum(), ok.sum()
     else:
         total, count = torch.where(ok, values, zero).sum(dim), ok.sum(dim)
-    nan = torch.full((), float("nan"), dtype=values.dtype)
+    nan = values.new_full((), float("nan"))
     return torch.where(count > 0, total / count.clamp_min(1), nan), count

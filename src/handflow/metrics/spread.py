@@ -49,7 +49,7 @@ def per_joint_spread(
     check_joints(samples, "samples", finite_where=sample_mask[..., None])
     x = align(samples, alignment)
     w = sample_mask[..., None, None].to(x.dtype)  # (..., S, 1, 1)
-    x = torch.where(sample_mask[..., None, None], x, torch.zeros((), dtype=x.dtype))
+    x = torch.where(sample_mask[..., None, None], x, x.new_zeros(()))
     n = w.sum(dim=-3)  # (..., 1, 1)
     mean = x.sum(dim=-3, keepdim=True) / n.clamp_min(1)[..., None, :, :]
     dev2 = (((x - mean) ** 2).sum(-1, keepdim=True) * w).sum(dim=-3)  # (..., 42, 1)
@@ -80,6 +80,6 @@ def sample_spread(
     if mask.dtype != torch.bool or mask.shape[-1] != NUM_JOINTS:
         raise ValueError(f"mask must be a bool tensor of shape (..., {NUM_JOINTS})")
     mask = mask.expand_as(spread)
-    total = torch.where(mask, spread, torch.zeros((), dtype=spread.dtype)).sum(-1)
+    total = torch.where(mask, spread, spread.new_zeros(())).sum(-1)
     count = mask.sum(-1)
     return torch.where(count > 0, total / count.clamp_min(1), torch.nan)
