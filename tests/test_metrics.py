@@ -265,3 +265,17 @@ def test_spread_known_answer_and_sample_mask() -> None:
     sm = torch.tensor([[True, True, False]])
     torch.testing.assert_close(sample_spread(x, sample_mask=sm), torch.tensor([d], dtype=F64))
     assert per_joint_spread(x, "rr", sm)[0, RIGHT_ROOT] == 0
+
+
+def test_bad_masks_and_shapes() -> None:
+    x = rand_joints(2, 3)
+    with pytest.raises(TypeError, match="bool"):
+        mpjpe(x, x, "rr", mask=torch.ones(2, 3, NUM_JOINTS))
+    with pytest.raises(ValueError, match=r"\(B, 42, 3\)"):
+        mpjpe_min_max(x, x[:, None], "rr")
+    with pytest.raises(ValueError, match="ann_valid"):
+        mpjpe_min_max(x[:, 0], x, "rr", ann_valid=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="sample_mask"):
+        sample_spread(x, sample_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="NaN"):
+        sample_spread(torch.full_like(x, float("nan")))
