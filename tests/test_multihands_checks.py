@@ -8,7 +8,7 @@ import torch
 
 from handflow.multihands.checks import check_occlusion, check_reprojection, default_pixel_threshold
 from handflow.multihands.io import load, part_name, write_part
-from handflow.multihands.perturb import PerturbConfig, TwoHandState, perturb
+from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, moved_joints, perturb
 
 from conftest import random_rotmats
 
@@ -63,12 +63,59 @@ def test_io_round_trip_and_atomicity(tmp_path) -> None:
         params[m, c:] = np.nan
         joints[m, c:] = np.nan
     arrays = dict(image_ids=np.array([10, 11, 12]), count=count, params=params, joints=joints,
-                  gt_params=params[:, 0] * 0, gt_joints=joints[:, 0] * 0)
-    write_part(tmp_path / "test" / part_name(0, 1, 0), arrays, {"seed": 1})
+                  gt_params=params[:, 0] * 0, gt_joints=joints[:, 0] * 0,
+                  gt_visible=np.ones((M, 42), bool), K=np.tile(np.eye(3, dtype=np.float32), (M, 1, 1)))
+    with pytest.raises(ValueError, match="missing arrays"):
+        write_part(tmp_path / "test" / part_name(0), {k: v for k, v in arrays.items() if k != "K"}, {})
+    write_part(tmp_path / "test" / part_name(0), arrays, {"seed": 1})
     (tmp_path / "test" / ".tmp-part-junk").mkdir()  # an interrupted write is ignored
     rec = load(tmp_path, "test")
     assert sorted(rec) == [10, 11, 12]
     assert rec[11].params.shape == (2, 218) and rec[12].joints.shape == (0, 42, 3)
     np.testing.assert_array_equal(rec[10].joints, joints[0])
+    assert rec[10].gt_visible.dtype == bool and rec[10].K.shape == (3, 3)
+    (tmp_path / "test" / part_name(0) / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        load(tmp_path, "test")
     with pytest.raises(FileNotFoundError, match="val"):
         load(tmp_path, "val")
+
+
+def test_moved_joints_known_answer() -> None:
+    from handflow.constants import IH_JOINT_NAMES, MANO_JOINT_NAMES
+
+    moved = moved_joints()
+    names = lambda k: sorted(IH_JOINT_NAMES[j] for j in moved[k - 1].nonzero().flatten().tolist())  # noqa: E731
+    # MANO index1 (the index MCP) moves index2, index3 and the index tip (InterHand names 3, 2, 4)
+    assert MANO_JOINT_NAMES[1] == "index1" and names(1) == ["index2", "index3", "index4"]
+    assert MANO_JOINT_NAMES[15] == "thumb3" and names(15) == ["thumb4"]
+
+
+def test_free_joints_move_only_occluded_joints() -> None:
+    from handflow.constants import IH_JOINT_NAMES
+
+    vis = torch.ones(1, 42, dtype=torch.bool)
+    for n in ("index4", "index3"):  # right index tip and DIP hidden
+        vis[0, IH_JOINT_NAMES.index(n)] = False
+    free = free_joint_mask(vis)
+    assert free.shape == (1, 2, 15)
+    # only right index3 (MANO 3: moves the tip alone) and index2 (moves DIP and tip) are free
+    assert free[0, 0].nonzero().flatten().tolist() == [1, 2] and not free[0, 1].any()
+
+
+def test_perturb_free_joints_resample_from_prior_and_others_untouched() -> None:
+    from handflow.hand.registry import load_hand_model
+
+    model = load_hand_model("openhand")
+    P = 64
+    g = torch.Generator().manual_seed(0)
+    R = torch.cat([torch.eye(3).expand(P, 2, 1, 3, 3),
+                   torch.stack([model.pose_prior.sample(P, side=s, generator=g) for s in ("right", "left")], 1)], 2)
+    st = TwoHandState(R, torch.zeros(P, 2, 10), torch.tensor([0.0, 0.0, 500.0]).expand(P, 2, 3).clone())
+    free = torch.zeros(P, 2, 15, dtype=torch.bool)
+    free[:, 0, 2] = True
+    cfg = PerturbConfig(finger_fraction=0.0, move_probability=0.0, free_resample=1.0)
+    out = perturb(st, cfg, torch.Generator().manual_seed(1), free=free, prior=model.pose_prior)
+    changed = ~torch.isclose(out.rotmats, st.rotmats, atol=1e-7).flatten(-2).all(-1)  # (P, 2, 16)
+    assert changed[:, 0, 3].all() and changed.sum() == P  # exactly the free joint of every proposal
+    assert torch.equal(out.root, st.root) and torch.equal(out.betas, st.betas)

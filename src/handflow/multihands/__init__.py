@@ -1,1 +1,10 @@
-"""handflow.multihands"""
+"""handflow.multihands: many plausible two-hand annotations per image (paper Sec. 4).
+
+>>> from handflow.multihands import load
+>>> records = load("multihands_out", "test")   # {image_id: MultiHandsRecord}
+>>> records[42].params.shape, records[42].joints.shape   # (n, 218), (n, 42, 3) mm
+"""
+
+from handflow.multihands.io import MultiHandsRecord, load
+
+__all__ = ["MultiHandsRecord", "load"]

@@ -85,10 +85,12 @@ def check_prior(model: HandModel, rotmats: Tensor, thresholds: dict[str, float])
     return ok
 
 
-def check_no_collision(right: HandOutput, left: HandOutput) -> Tensor:
+def check_no_collision(right: HandOutput | Tensor, left: HandOutput | Tensor) -> Tensor:
     """Criterion 4: (P,) bool, True where the hands' Gaussian proxies do not intersect.
 
-    Both outputs must be in a common frame (camera frame).
+    Args:
+        right, left: posed hands or their (P, 21, 3) joints, in a common frame (camera frame,
+            mm); the proxies of :mod:`handflow.hand.collision` are built from the joints only.
     """
     from handflow.hand.collision import collide
 

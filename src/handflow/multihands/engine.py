@@ -1,8 +1,16 @@
 """Vectorized perturb-and-check for a batch of images (paper Sec. 4; SPEC section 6).
 
 All proposals of all images in a batch are posed, projected and checked at once, on CPU
-or GPU. The cheap criteria (reprojection, prior, collision) run first; visibility, which
-needs rasterization, runs only on their survivors.
+or GPU, in stages ordered by cost (each stage only sees the survivors of the previous one):
+
+1. joints only (forward kinematics + the five fingertip vertices): reprojection (criterion 1)
+   and pose prior (criterion 3);
+2. collision of the Gaussian proxies, built from the joints (criterion 4);
+3. full meshes and rasterized visibility (criterion 2).
+
+Every proposal is *canonicalized* before it is checked: it is packed into the stored 218-vector
+(float32) and unpacked again, so the state that is checked is exactly the state a reader gets
+back from the saved parameters (``handflow.params.unpack``), with no float drift between them.
 """
 
 from __future__ import annotations
@@ -13,21 +21,34 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from handflow.constants import SIDES
+from handflow.constants import MANO21_TO_IH, MANO_PARENTS, NUM_JOINTS, PARAM_DIM, SIDES
 from handflow.geometry.camera import project
-from handflow.hand.base import HandModel, HandOutput
+from handflow.hand.base import HandModel, HandOutput, lbs, mirror_rotmats
 from handflow.multihands.checks import (
     check_no_collision,
     check_occlusion,
     check_prior,
     check_reprojection,
 )
-from handflow.multihands.perturb import PerturbConfig, TwoHandState, perturb
+from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, perturb
+from handflow.params import pack, pack_hand, unpack
 
-__all__ = ["Targets", "EngineConfig", "CriterionStats", "pose_two_hands", "run_batch"]
+__all__ = [
+    "Targets",
+    "EngineConfig",
+    "CriterionStats",
+    "BatchResult",
+    "VisibilityFn",
+    "state_from_params",
+    "params_from_state",
+    "pose_two_hands",
+    "pose_joints",
+    "joints_two_hands",
+    "run_batch",
+]
 
-#: visibility backend: (vertices (P,2,V,3), faces [(F,3), (F,3)], joints (P,2,21,3), K (P,3,3),
-#: size (H, W)) -> (P, 2, 21) bool
+#: visibility backend: (vertices (P,2,V,3), faces [right (F,3), left (F,3)], joints (P,2,21,3),
+#: K (P,3,3), size (H, W)) -> (P, 2, 21) bool
 VisibilityFn = Callable[[Tensor, list[Tensor], Tensor, Tensor, tuple[int, int]], Tensor]
 
 
@@ -37,7 +58,7 @@ class Targets:
 
     Attributes:
         image_ids: (I,) long.
-        state: ground-truth :class:`TwoHandState` with ``P = I``.
+        params: (I, 218) ground-truth parameter vectors (SPEC section 2).
         K: (I, 3, 3) crop intrinsics.
         size: crop side in pixels.
         gt_2d: (I, 42, 2) ground-truth 2D joints (crop pixels).
@@ -46,17 +67,39 @@ class Targets:
     """
 
     image_ids: Tensor
-    state: TwoHandState
+    params: Tensor
     K: Tensor
     size: int
     gt_2d: Tensor
     gt_visible: Tensor
     gt_occluded: Tensor
 
+    def __len__(self) -> int:
+        return int(self.image_ids.shape[0])
+
+    def index(self, idx: Tensor | slice) -> Targets:
+        """Select images by index tensor or slice."""
+        return Targets(self.image_ids[idx], self.params[idx], self.K[idx], self.size, self.gt_2d[idx],
+                       self.gt_visible[idx], self.gt_occluded[idx])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Targets:
+        return Targets(self.image_ids, self.params.to(device, dtype), self.K.to(device, dtype), self.size,
+                       self.gt_2d.to(device, dtype), self.gt_visible.to(device), self.gt_occluded.to(device))
+
 
 @dataclass
 class EngineConfig:
-    """Search settings (documented defaults, docs/multihands.md)."""
+    """Search settings (documented defaults and reasoning: docs/multihands.md).
+
+    Attributes:
+        num: N, annotations kept per image.
+        rounds: perturb-check rounds; accepted proposals seed the next round.
+        proposals_per_image: proposals per image and round.
+        pixel_threshold: ``T`` in crop pixels (criterion 1).
+        prior_thresholds: per side, the minimum pose-prior log-likelihood (criterion 3).
+        perturb: perturbation scales.
+        pool_factor: an image stops proposing once ``pool_factor * num`` were accepted.
+    """
 
     num: int = 100
     rounds: int = 6
@@ -64,19 +107,22 @@ class EngineConfig:
     pixel_threshold: float = 2.56
     prior_thresholds: dict[str, float] = field(default_factory=lambda: {"right": -1e9, "left": -1e9})
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
-    #: stop proposing for an image once this many annotations were accepted
     pool_factor: float = 2.0
 
 
 @dataclass
 class CriterionStats:
-    """Counts of proposals passing each criterion (visibility counted on cheap survivors)."""
+    """Proposal counts through the staged checks.
+
+    ``reprojection`` and ``prior`` are counted over all proposals; ``collision`` over those
+    passing both; ``occlusion`` over those passing the first three (the "cheap survivors").
+    """
 
     proposals: int = 0
     reprojection: int = 0
     prior: int = 0
+    reprojection_and_prior: int = 0
     collision: int = 0
-    cheap_survivors: int = 0
     occlusion: int = 0
     accepted: int = 0
 
@@ -84,20 +130,86 @@ class CriterionStats:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
+    def to_json(self) -> dict[str, int]:
+        return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
+
+    @staticmethod
+    def from_json(d: dict[str, int]) -> CriterionStats:
+        return CriterionStats(**{k: int(d.get(k, 0)) for k in CriterionStats.__dataclass_fields__})
+
     def rates(self) -> dict[str, float]:
-        """Acceptance rate per criterion (occlusion relative to the cheap survivors)."""
+        """Pass rate per criterion: reprojection and prior over all proposals, collision given
+        reprojection and prior, occlusion given the first three, accepted over all."""
         n = max(self.proposals, 1)
         return {
             "reprojection": self.reprojection / n,
             "prior": self.prior / n,
-            "collision": self.collision / n,
-            "occlusion_given_cheap": self.occlusion / max(self.cheap_survivors, 1),
+            "collision_given_reprojection_prior": self.collision / max(self.reprojection_and_prior, 1),
+            "occlusion_given_other_three": self.occlusion / max(self.collision, 1),
             "accepted": self.accepted / n,
         }
 
 
+@dataclass
+class BatchResult:
+    """Accepted annotations of one image.
+
+    Attributes:
+        params: (n, 218) float32 parameter vectors, n ≤ N.
+        joints: (n, 42, 3) float32 camera-frame joints, mm.
+    """
+
+    params: Tensor
+    joints: Tensor
+
+
+def state_from_params(params: Tensor, K: Tensor, size: int) -> TwoHandState:
+    """(P, 218) parameters and (P, 3, 3) crop intrinsics -> :class:`TwoHandState` (same dtype)."""
+    hp = unpack(params, K, size)
+    return TwoHandState(
+        torch.stack([hp[s].rotmats for s in SIDES], 1),
+        torch.stack([hp[s].betas for s in SIDES], 1),
+        torch.stack([hp[s].root for s in SIDES], 1),
+    )
+
+
+def params_from_state(state: TwoHandState, K: Tensor, size: int) -> Tensor:
+    """Inverse of :func:`state_from_params`: (P, 218)."""
+    hands = [pack_hand(state.rotmats[:, h], state.betas[:, h], state.root[:, h], K, size) for h in range(2)]
+    return pack(*hands)
+
+
+def _has_fast_joints(model: HandModel) -> bool:
+    """True for backends whose joints are LBS joints + skinned tip vertices and whose left hand
+    is the default mirror (``openhand``); others fall back to the full forward pass."""
+    need = ("v_template", "shapedirs", "j_template", "j_shapedirs", "weights", "tip_vertices")
+    return all(hasattr(model, a) for a in need) and type(model)._forward_left is HandModel._forward_left
+
+
+def pose_joints(model: HandModel, rotmats: Tensor, betas: Tensor, side: str) -> Tensor:
+    """Joints only, without skinning the whole mesh: (P, 21, 3) mm, wrist at the origin.
+
+    Equals ``model(rotmats, betas, side).joints`` (tested); about an order of magnitude cheaper
+    for ``openhand`` because only the five fingertip vertices are skinned.
+    """
+    if not _has_fast_joints(model):
+        return model(rotmats, betas, side=side).joints
+    mirror = side == "left"
+    R = mirror_rotmats(rotmats) if mirror else rotmats
+    dt = R.dtype
+    b = betas.to(dt)
+    tips = model.tip_vertices
+    v_tips = model.v_template[tips].to(dt) + torch.einsum("vkl,bl->bvk", model.shapedirs[tips].to(dt), b)
+    j_rest = model.j_template.to(dt) + torch.einsum("jkl,bl->bjk", model.j_shapedirs.to(dt), b)
+    v, j = lbs(v_tips, j_rest, R, MANO_PARENTS, model.weights[tips])
+    out = torch.cat([j, v], 1)[:, list(MANO21_TO_IH)]
+    if mirror:
+        out = out * torch.tensor([-1.0, 1.0, 1.0], dtype=dt, device=out.device)
+    return out
+
+
 def pose_two_hands(model: HandModel, state: TwoHandState) -> tuple[Tensor, dict[str, HandOutput]]:
-    """Pose both hands in the camera frame.
+    """Pose both hands (full meshes) in the camera frame.
 
     Returns:
         joints (P, 42, 3) mm and per side the camera-frame :class:`HandOutput`.
@@ -109,72 +221,102 @@ def pose_two_hands(model: HandModel, state: TwoHandState) -> tuple[Tensor, dict[
     return torch.cat([outs["right"].joints, outs["left"].joints], 1), outs
 
 
+def joints_two_hands(model: HandModel, state: TwoHandState) -> Tensor:
+    """Camera-frame joints of both hands without the meshes: (P, 42, 3) mm."""
+    return torch.cat(
+        [pose_joints(model, state.rotmats[:, h], state.betas[:, h], side) + state.root[:, h, None]
+         for h, side in enumerate(SIDES)], 1)
+
+
+def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets, cfg: EngineConfig,
+           visibility: VisibilityFn, stats: CriterionStats) -> tuple[Tensor, Tensor]:
+    """Staged checks of P proposals owned by images ``img`` (P,). Returns (ok (P,), joints (P,42,3))."""
+    P = len(props)
+    K = targets.K[img]
+    joints = joints_two_hands(model, props)
+    ok_rep = check_reprojection(project(joints, K), targets.gt_2d[img], targets.gt_visible[img], cfg.pixel_threshold)
+    ok_prior = check_prior(model, props.rotmats, cfg.prior_thresholds)
+    stage1 = ok_rep & ok_prior
+    stats.proposals += P
+    stats.reprojection += int(ok_rep.sum())
+    stats.prior += int(ok_prior.sum())
+    stats.reprojection_and_prior += int(stage1.sum())
+    ok = torch.zeros(P, dtype=torch.bool, device=joints.device)
+    idx = stage1.nonzero().flatten()
+    if idx.numel() == 0:
+        return ok, joints
+    jr, jl = joints[idx, : NUM_JOINTS // 2], joints[idx, NUM_JOINTS // 2 :]
+    ok_coll = check_no_collision(jr, jl)
+    stats.collision += int(ok_coll.sum())
+    idx = idx[ok_coll]
+    if idx.numel() == 0:
+        return ok, joints
+    sub = props.index(idx)
+    full_joints, outs = pose_two_hands(model, sub)
+    verts = torch.stack([outs["right"].vertices, outs["left"].vertices], 1)
+    faces = [model.faces_for(s) for s in SIDES]
+    vis = visibility(verts, faces, full_joints.unflatten(1, (2, -1)), K[idx], (targets.size, targets.size))
+    ok_occ = check_occlusion(vis.reshape(-1, NUM_JOINTS), targets.gt_occluded[img[idx]])
+    stats.occlusion += int(ok_occ.sum())
+    ok[idx[ok_occ]] = True
+    return ok, joints
+
+
+@torch.no_grad()
 def run_batch(
     model: HandModel,
     targets: Targets,
     cfg: EngineConfig,
     visibility: VisibilityFn,
     generator: torch.Generator,
-) -> tuple[list[TwoHandState], CriterionStats]:
+) -> tuple[list[BatchResult], CriterionStats]:
     """Perturb-and-check for ``I`` images; accepted proposals seed the next round.
 
+    Args:
+        model: hand model (on the device of ``targets``).
+        targets: ``I`` images.
+        cfg: search settings.
+        visibility: batched visibility backend (:data:`VisibilityFn`).
+        generator: CPU generator; the result depends only on its state (not on the device).
+
     Returns:
-        per image the accepted states (up to ``cfg.num``, chosen at random from all accepted
-        ones; the ground truth itself is never included) and the criterion statistics.
+        per image the accepted annotations (up to ``cfg.num``, chosen at random from all accepted
+        ones; the ground truth itself is never included), and the criterion statistics.
     """
-    I = len(targets.image_ids)
-    Q = cfg.proposals_per_image
-    pools: list[TwoHandState] = [targets.state.index(torch.tensor([i])) for i in range(I)]
-    accepted: list[list[TwoHandState]] = [[] for _ in range(I)]
+    I, Q, S = len(targets), cfg.proposals_per_image, targets.size
+    dev = targets.params.device
+    gt_state = state_from_params(targets.params, targets.K, S)
+    pools: list[TwoHandState] = [gt_state.index(torch.tensor([i], device=dev)) for i in range(I)]
+    acc_y: list[list[Tensor]] = [[] for _ in range(I)]
+    acc_j: list[list[Tensor]] = [[] for _ in range(I)]
     n_acc = torch.zeros(I, dtype=torch.long)
+    free = free_joint_mask(targets.gt_visible)
     stats = CriterionStats()
-    faces = [model.faces_for(s) for s in SIDES]
-    H = W = targets.size
     for _ in range(cfg.rounds):
-        active = (n_acc < cfg.pool_factor * cfg.num).nonzero().flatten()
-        if active.numel() == 0:
+        active = (n_acc < cfg.pool_factor * cfg.num).nonzero().flatten().tolist()
+        if not active:
             break
-        parents, owner = [], []
-        for i in active.tolist():
-            pick = torch.randint(len(pools[i]), (Q,), generator=generator)
-            parents.append(pools[i].index(pick))
-            owner.append(torch.full((Q,), i, dtype=torch.long))
-        props = perturb(TwoHandState.cat(parents), cfg.perturb, generator)
-        img = torch.cat(owner)
-        joints, outs = pose_two_hands(model, props)
-        K = targets.K[img]
-        ok_rep = check_reprojection(project(joints, K), targets.gt_2d[img], targets.gt_visible[img], cfg.pixel_threshold)
-        ok_prior = check_prior(model, props.rotmats, cfg.prior_thresholds)
-        ok_coll = check_no_collision(outs["right"], outs["left"])
-        cheap = ok_rep & ok_prior & ok_coll
-        ok = cheap.clone()
-        if bool(cheap.any()):
-            idx = cheap.nonzero().flatten()
-            verts = torch.stack([outs["right"].vertices[idx], outs["left"].vertices[idx]], 1)
-            jts = joints[idx].reshape(-1, 2, 21, 3)
-            vis = visibility(verts, faces, jts, K[idx], (H, W)).reshape(-1, 42)
-            ok_occ = check_occlusion(vis, targets.gt_occluded[img[idx]])
-            ok[idx] = ok_occ
-            stats.occlusion += int(ok_occ.sum())
-        stats.proposals += len(props)
-        stats.reprojection += int(ok_rep.sum())
-        stats.prior += int(ok_prior.sum())
-        stats.collision += int(ok_coll.sum())
-        stats.cheap_survivors += int(cheap.sum())
+        parents = [pools[i].index(torch.randint(len(pools[i]), (Q,), generator=generator).to(dev)) for i in active]
+        img = torch.tensor(active, dtype=torch.long).repeat_interleave(Q).to(dev)
+        raw = perturb(TwoHandState.cat(parents), cfg.perturb, generator, free=free[img], prior=model.pose_prior)
+        # canonical form: what is checked is exactly what unpack(saved params) gives back
+        y = params_from_state(raw, targets.K[img], S).float()
+        props = state_from_params(y, targets.K[img], S)
+        ok, joints = _check(model, props, img, targets, cfg, visibility, stats)
         stats.accepted += int(ok.sum())
-        for i in active.tolist():
-            sel = (img == i) & ok
-            if bool(sel.any()):
-                new = props.index(sel.nonzero().flatten())
-                accepted[i].append(new)
-                pools[i] = TwoHandState.cat([pools[i], new])
-                n_acc[i] += len(new)
-    result: list[TwoHandState] = []
+        for k, i in enumerate(active):
+            sel = ok[k * Q : (k + 1) * Q].nonzero().flatten() + k * Q
+            if sel.numel():
+                acc_y[i].append(y[sel])
+                acc_j[i].append(joints[sel])
+                pools[i] = TwoHandState.cat([pools[i], props.index(sel)])
+                n_acc[i] += sel.numel()
+    result: list[BatchResult] = []
     for i in range(I):
-        if not accepted[i]:
-            result.append(targets.state.index(torch.zeros(0, dtype=torch.long)))
+        if not acc_y[i]:
+            result.append(BatchResult(torch.zeros(0, PARAM_DIM), torch.zeros(0, NUM_JOINTS, 3)))
             continue
-        allacc = TwoHandState.cat(accepted[i])
-        keep = torch.randperm(len(allacc), generator=generator)[: cfg.num]
-        result.append(allacc.index(keep))
+        ys, js = torch.cat(acc_y[i]), torch.cat(acc_j[i])
+        keep = torch.randperm(len(ys), generator=generator)[: cfg.num].to(dev)
+        result.append(BatchResult(ys[keep].float().cpu(), js[keep].float().cpu()))
     return result, stats

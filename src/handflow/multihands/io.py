@@ -14,8 +14,16 @@ file                      shape / dtype          meaning
 ``joints.npy``            (M, N, 42, 3) float32  camera-frame joints, mm (NaN past ``count``)
 ``gt_params.npy``         (M, 218) float32       the ground truth (not counted in N)
 ``gt_joints.npy``         (M, 42, 3) float32     ground-truth joints, mm
+``gt_visible.npy``        (M, 42) bool           ground-truth visibility (valid and visible)
+``K.npy``                 (M, 3, 3) float32      crop intrinsics the parameters refer to
 ``meta.json``             JSON                   thresholds, seed, config, statistics
 ========================  =====================  ==============================================
+
+Parts are named by their chunk index alone (``part-00003``: images ``3·B … 4·B−1`` of the
+split's sorted image list, ``B`` the part size), whatever ``--shard i/n`` wrote them, so the
+folders written by ``n`` shards are exactly those of one unsharded run. The split folder also
+holds ``meta.json`` (settings, per-criterion statistics over all finished parts) and
+``summary.json`` (diversity diagnostics, :mod:`handflow.multihands.diagnostics`).
 
 Why ``.npy`` folders rather than NPZ/HDF5/zarr: no extra dependency, memory-mappable
 (NPZ members are not), trivially appendable by adding parts, and an atomic rename of a
@@ -32,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MultiHandsRecord", "write_part", "load", "part_name", "FORMAT_VERSION"]
+__all__ = ["MultiHandsRecord", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-_ARRAYS = ("image_ids", "count", "params", "joints", "gt_params", "gt_joints")
+_ARRAYS = ("image_ids", "count", "params", "joints", "gt_params", "gt_joints", "gt_visible", "K")
 
 
 @dataclass
@@ -47,16 +55,48 @@ class MultiHandsRecord:
         joints: (n, 42, 3) float32 camera-frame mm.
         gt_params: (218,) float32.
         gt_joints: (42, 3) float32.
+        gt_visible: (42,) bool, joints valid and visible in the ground truth.
+        K: (3, 3) float32 crop intrinsics of ``params`` (``handflow.params.unpack(params, K, S)``,
+            ``S`` = ``meta.json["image_size"]``).
     """
 
     params: np.ndarray
     joints: np.ndarray
     gt_params: np.ndarray
     gt_joints: np.ndarray
+    gt_visible: np.ndarray
+    K: np.ndarray
 
 
-def part_name(shard: int, num_shards: int, chunk: int) -> str:
-    return f"part-{shard:04d}of{num_shards:04d}-{chunk:05d}"
+def part_name(chunk: int) -> str:
+    """Folder name of part ``chunk`` (independent of the shard that writes it)."""
+    return f"part-{chunk:05d}"
+
+
+def read_part_meta(folder: Path) -> dict | None:
+    """``meta.json`` of a finished part, or None when the part does not exist.
+
+    Raises:
+        ValueError: the part exists but its meta.json is unreadable (corrupt).
+    """
+    f = Path(folder) / "meta.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f} is corrupt ({e}); delete {folder} and rerun to regenerate it") from None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_part(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
@@ -100,7 +140,9 @@ def load(root: str | Path, split: str) -> dict[int, MultiHandsRecord]:
         raise FileNotFoundError(f"{folder} holds no finished part (an interrupted run? rerun it to resume)")
     out: dict[int, MultiHandsRecord] = {}
     for p in parts:
-        meta = json.loads((p / "meta.json").read_text())
+        meta = read_part_meta(p)
+        if meta is None:
+            raise FileNotFoundError(f"{p} has no meta.json (not written by handflow multihands?)")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{p}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
         a = {k: np.load(p / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
@@ -109,9 +151,11 @@ def load(root: str | Path, split: str) -> dict[int, MultiHandsRecord]:
                 raise ValueError(f"image id {iid} appears in two parts (second: {p})")
             n = int(a["count"][m])
             out[iid] = MultiHandsRecord(
-                params=np.asarray(a["params"][m, :n]),
-                joints=np.asarray(a["joints"][m, :n]),
-                gt_params=np.asarray(a["gt_params"][m]),
-                gt_joints=np.asarray(a["gt_joints"][m]),
+                params=np.array(a["params"][m, :n]),
+                joints=np.array(a["joints"][m, :n]),
+                gt_params=np.array(a["gt_params"][m]),
+                gt_joints=np.array(a["gt_joints"][m]),
+                gt_visible=np.array(a["gt_visible"][m]),
+                K=np.array(a["K"][m]),
             )
     return out

@@ -3,18 +3,36 @@
 A two-hand state is kept in *physical* camera-frame form, batched over proposals ``P``:
 ``rotmats`` (P, 2, 16, 3, 3) (right, left; global orientation in the camera frame first),
 ``betas`` (P, 2, 10) and ``root`` (P, 2, 3) camera-frame wrists in mm.
+
+Two kinds of moves (reasoning and measured acceptance: docs/multihands.md):
+
+* **constrained** moves change joints that are visible in the image, so they must be small to
+  keep the visible joints within ``T`` pixels: finger-joint rotations, global rotation, root
+  depth along the camera ray (the 2D root stays put), shape. Each proposal draws one step
+  scale log-uniformly in ``[min_step, 1]`` that multiplies all its constrained noise, so every
+  round mixes tiny steps (almost always accepted) with large ones (rarely accepted, but they
+  travel far); this needs no per-image tuning whatever the crop size or threshold.
+* **free** moves change only joints occluded in the ground truth: a finger joint is *free*
+  when every joint it moves (its descendants) is occluded. A free joint takes, with
+  probability ``free_resample``, the rotation of a fresh draw from the hand model's pose
+  prior: a hidden finger jumps to another natural articulation in one step, which is where
+  most of the occlusion ambiguity lies.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
 from handflow.geometry.rotations import axis_angle_to_matrix
 
-__all__ = ["TwoHandState", "PerturbConfig", "perturb"]
+__all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints"]
+
+NUM_FINGER_JOINTS = NUM_MANO_JOINTS - 1
 
 
 @dataclass
@@ -49,41 +67,91 @@ class TwoHandState:
 
 @dataclass
 class PerturbConfig:
-    """Standard deviations of one perturbation step (documented defaults, docs/multihands.md).
+    """Scales of one perturbation step (documented defaults, docs/multihands.md).
 
     Attributes:
-        finger: radians, isotropic axis-angle noise on each of the 15 finger joints.
-        global_rot: radians, axis-angle noise on each hand's global orientation.
-        log_depth: std of ``log(Z'/Z)``: the wrist moves along its camera ray, keeping its 2D
-            projection.
-        betas: std of additive shape noise.
-        finger_fraction: probability that a given finger joint is perturbed in a step
-            (sparse moves keep the visible joints within the pixel threshold more often).
+        finger: radians, isotropic axis-angle noise on a constrained finger joint (at step 1).
+        finger_fraction: probability that a constrained finger joint is perturbed.
+        global_rot: radians, axis-angle noise on a hand's global orientation (at step 1).
+        log_depth: std of ``log(Z'/Z)`` of a wrist (at step 1); it moves along its camera ray.
+        betas: std of additive shape noise (at step 1).
+        move_probability: probability that a hand's global rotation / depth / shape is moved
+            in a proposal (independently per move type and hand).
+        min_step: smallest per-proposal step scale (log-uniform in ``[min_step, 1]``).
+        free_resample: probability that a free finger joint takes a fresh prior rotation.
     """
 
-    finger: float = 0.25
-    global_rot: float = 0.08
+    finger: float = 0.2
+    finger_fraction: float = 0.3
+    global_rot: float = 0.06
     log_depth: float = 0.06
-    betas: float = 0.25
-    finger_fraction: float = 0.35
+    betas: float = 0.5
+    move_probability: float = 0.5
+    min_step: float = 1.0 / 32.0
+    free_resample: float = 0.5
 
 
-def _random_rot(shape: tuple[int, ...], sigma: float, g: torch.Generator, like: Tensor) -> Tensor:
-    aa = torch.randn(*shape, 3, generator=g, dtype=like.dtype, device="cpu").to(like.device) * sigma
-    return axis_angle_to_matrix(aa)
+def moved_joints() -> Tensor:
+    """(15, 21) bool: InterHand joints (of the same hand) moved by rotating MANO joint 1..15,
+    i.e. the joint's descendants."""
+    out = torch.zeros(NUM_FINGER_JOINTS, NUM_HAND_JOINTS, dtype=torch.bool)
+    for k in range(1, NUM_MANO_JOINTS):
+        ih = MANO_TO_IH[k]
+        for j in range(NUM_HAND_JOINTS):
+            p = IH_PARENTS[j]
+            while p >= 0:
+                if p == ih:
+                    out[k - 1, j] = True
+                    break
+                p = IH_PARENTS[p]
+    return out
 
 
-def perturb(state: TwoHandState, cfg: PerturbConfig, g: torch.Generator) -> TwoHandState:
+_MOVED = moved_joints()
+
+
+def free_joint_mask(gt_visible: Tensor) -> Tensor:
+    """Finger joints whose rotation moves only joints not visible in the ground truth.
+
+    Args:
+        gt_visible: (I, 42) bool.
+
+    Returns:
+        (I, 2, 15) bool.
+    """
+    vis = gt_visible.reshape(-1, 2, 1, NUM_HAND_JOINTS)
+    moved = _MOVED.to(gt_visible.device)
+    return ~(vis & moved).any(-1)
+
+
+def _randn(shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
+    return torch.randn(*shape, generator=g, dtype=like.dtype).to(like.device)
+
+
+def _rand(shape: tuple[int, ...], g: torch.Generator, device: torch.device) -> Tensor:
+    return torch.rand(*shape, generator=g, dtype=torch.float64).to(device)
+
+
+def perturb(
+    state: TwoHandState,
+    cfg: PerturbConfig,
+    g: torch.Generator,
+    free: Tensor | None = None,
+    prior: object | None = None,
+) -> TwoHandState:
     """One random perturbation of every proposal.
 
-    Finger joints: ``R_k ← R_k · exp(ε)`` (local); global orientation: ``R_0 ← exp(ε) · R_0``
-    (camera frame, about the wrist); wrist: ``root ← root · exp(δ)`` (along the camera ray:
-    the projected wrist is unchanged); shape: ``β ← β + η``.
+    Finger joints: ``R_k ← R_k · exp(ε)`` (local) or, if free, a fresh prior rotation; global
+    orientation: ``R_0 ← exp(ε) · R_0`` (camera frame, about the wrist); wrist:
+    ``root ← root · exp(δ)`` (along the camera ray: the projected wrist is unchanged); shape:
+    ``β ← β + η``.
 
     Args:
         state: P proposals.
         cfg: noise scales.
-        g: CPU generator (reproducible on any device).
+        g: CPU generator (the draws do not depend on the device).
+        free: optional (P, 2, 15) bool, finger joints free to move (:func:`free_joint_mask`).
+        prior: the hand model's ``pose_prior`` (needed when ``free`` is given).
 
     Returns:
         New :class:`TwoHandState` with P proposals.
@@ -91,12 +159,27 @@ def perturb(state: TwoHandState, cfg: PerturbConfig, g: torch.Generator) -> TwoH
     P = len(state)
     dev, dt = state.rotmats.device, state.rotmats.dtype
     R = state.rotmats.clone()
-    fingers = _random_rot((P, 2, 15), cfg.finger, g, R)
-    active = (torch.rand(P, 2, 15, generator=g) < cfg.finger_fraction).to(dev)
+    log_min = math.log(cfg.min_step)
+    step = torch.exp(_rand((P,), g, dev) * log_min).to(dt)  # log-uniform in [min_step, 1]
     eye = torch.eye(3, dtype=dt, device=dev)
-    fingers = torch.where(active[..., None, None], fingers, eye)
-    R[:, :, 1:] = R[:, :, 1:] @ fingers
-    R[:, :, 0] = _random_rot((P, 2), cfg.global_rot, g, R) @ R[:, :, 0]
-    scale = torch.exp(torch.randn(P, 2, 1, generator=g, dtype=dt).to(dev) * cfg.log_depth)
-    betas = state.betas + torch.randn(P, 2, state.betas.shape[-1], generator=g, dtype=dt).to(dev) * cfg.betas
-    return TwoHandState(R, betas, state.root * scale)
+
+    def moves(p: float) -> Tensor:
+        return _rand((P, 2), g, dev) < p
+
+    aa = _randn((P, 2, NUM_FINGER_JOINTS, 3), g, R) * (cfg.finger * step)[:, None, None, None]
+    active = _rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.finger_fraction
+    if free is not None:
+        active &= ~free
+    R[:, :, 1:] = R[:, :, 1:] @ torch.where(active[..., None, None], axis_angle_to_matrix(aa), eye)
+    if free is not None:
+        if prior is None:
+            raise ValueError("perturb: free joints need the pose prior (pass prior=model.pose_prior)")
+        take = free & (_rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.free_resample)
+        fresh = torch.stack([prior.sample(P, side=s, generator=g).to(dev, dt) for s in SIDES], 1)
+        R[:, :, 1:] = torch.where(take[..., None, None], fresh, R[:, :, 1:])
+    aa = _randn((P, 2, 3), g, R) * (cfg.global_rot * step)[:, None, None] * moves(cfg.move_probability)[..., None]
+    R[:, :, 0] = axis_angle_to_matrix(aa) @ R[:, :, 0]
+    d = _randn((P, 2, 1), g, R) * (cfg.log_depth * step)[:, None, None] * moves(cfg.move_probability)[..., None]
+    b = _randn(tuple(state.betas.shape), g, R) * (cfg.betas * step)[:, None, None]
+    b = b * moves(cfg.move_probability)[..., None]
+    return TwoHandState(R, state.betas + b, state.root * torch.exp(d))

@@ -1,0 +1,312 @@
+"""Driver of ``handflow multihands``: targets from a dataset split, parts, shards, resume.
+
+The split's images with hand-model parameters are sorted by image id and cut into *parts* of
+``part_size`` images; shard ``i/n`` processes parts ``c`` with ``c % n == i``. Every part is
+generated from its own seed (``SeedSequence([seed, part, batch])``), so its content does not
+depend on the sharding, and written atomically (:func:`handflow.multihands.io.write_part`): a
+rerun skips finished parts, a killed run leaves no half-written part visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.multihands.checks import default_pixel_threshold, prior_threshold
+from handflow.multihands.engine import (
+    CriterionStats,
+    EngineConfig,
+    Targets,
+    VisibilityFn,
+    joints_two_hands,
+    run_batch,
+    state_from_params,
+)
+from handflow.multihands.io import part_name, read_part_meta, write_json_atomic, write_part
+from handflow.multihands.perturb import PerturbConfig
+
+__all__ = [
+    "GenerateConfig",
+    "targets_from_items",
+    "dataset_targets",
+    "default_visibility",
+    "generate",
+    "parse_shard",
+]
+
+
+@dataclass
+class GenerateConfig:
+    """Settings of one MultiHands run (defaults and reasoning: docs/multihands.md).
+
+    Attributes:
+        num: N, annotations kept per image (the ground truth is stored apart, not counted).
+        rounds: perturb-check rounds.
+        proposals_per_image: proposals per image and round.
+        pixel_threshold: ``T`` in crop pixels; None = 2 % of ``image_size``.
+        prior_quantile: criterion 3 rejects articulations less likely than this quantile of
+            the prior's own samples.
+        seed: random seed.
+        image_size: crop side ``S`` of the targets (pixels).
+        hand_model: ``"openhand"`` or ``"mano"``.
+        batch_images: images checked together in one vectorized batch.
+        part_size: images per part folder.
+        pool_factor: an image stops proposing after ``pool_factor * num`` acceptances.
+        perturb: perturbation scales.
+    """
+
+    num: int = 100
+    rounds: int = 6
+    proposals_per_image: int = 96
+    pixel_threshold: float | None = None
+    prior_quantile: float = 0.01
+    seed: int = 0
+    image_size: int = 128
+    hand_model: str = "openhand"
+    batch_images: int = 32
+    part_size: int = 256
+    pool_factor: float = 2.0
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+
+    def __post_init__(self) -> None:
+        for k in ("num", "rounds", "proposals_per_image", "image_size", "batch_images", "part_size"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"GenerateConfig.{k} must be >= 1, got {getattr(self, k)}")
+        if not 0.0 <= self.prior_quantile < 1.0:
+            raise ValueError(f"prior_quantile must be in [0, 1), got {self.prior_quantile}")
+        if self.pixel_threshold is not None and not self.pixel_threshold > 0:
+            raise ValueError(f"pixel_threshold must be > 0 pixels, got {self.pixel_threshold}")
+
+    @property
+    def threshold_px(self) -> float:
+        return default_pixel_threshold(self.image_size) if self.pixel_threshold is None else float(self.pixel_threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes the output (a resumed run must match it)."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {text}: need 0 <= i < n")
+    return i, n
+
+
+# ----------------------------------------------------------------------------- targets
+def targets_from_items(items: Iterable[dict[str, Any]], image_size: int) -> Targets:
+    """Ground truth of the items that have hand-model parameters, sorted by image id.
+
+    Args:
+        items: dicts with the keys of a ``handflow.data.InterHandDataset`` item (the image is
+            not needed): ``y`` (218,), ``K`` (3,3), ``joints_2d`` (42,2), ``joint_valid`` (42,),
+            ``visible`` (42,), ``has_params``, ``meta["image_id"]``.
+        image_size: crop side S the items were made for.
+    """
+    rows = []
+    for it in items:
+        missing = [k for k in ("y", "K", "joints_2d", "joint_valid", "visible", "has_params", "meta") if k not in it]
+        if missing:
+            raise KeyError(f"dataset item lacks {missing}: MultiHands needs the InterHandDataset item keys")
+        if not bool(it["has_params"]):
+            continue
+        y = torch.as_tensor(it["y"], dtype=torch.float64)
+        if y.shape != (PARAM_DIM,) or not bool(torch.isfinite(y).all()):
+            raise ValueError(f"image {it['meta'].get('image_id')}: y must be a finite ({PARAM_DIM},) vector")
+        rows.append(it)
+    rows.sort(key=lambda it: int(it["meta"]["image_id"]))
+    if not rows:
+        return Targets(torch.zeros(0, dtype=torch.long), torch.zeros(0, PARAM_DIM), torch.zeros(0, 3, 3), image_size,
+                       torch.zeros(0, NUM_JOINTS, 2), torch.zeros(0, NUM_JOINTS, dtype=torch.bool),
+                       torch.zeros(0, NUM_JOINTS, dtype=torch.bool))
+
+    def stack(k: str, dt: torch.dtype) -> Tensor:
+        return torch.stack([torch.as_tensor(np.asarray(it[k])).to(dt) for it in rows])
+
+    valid, vis = stack("joint_valid", torch.bool), stack("visible", torch.bool)
+    return Targets(
+        image_ids=torch.tensor([int(it["meta"]["image_id"]) for it in rows], dtype=torch.long),
+        params=stack("y", torch.float32),
+        K=stack("K", torch.float32),
+        size=image_size,
+        gt_2d=stack("joints_2d", torch.float32),
+        gt_visible=valid & vis,
+        gt_occluded=valid & ~vis,
+    )
+
+
+def _annotation_items(dataset: Any) -> Iterable[dict[str, Any]]:
+    """Items without decoding images when the dataset offers it (``annotation(i)``)."""
+    getter = getattr(dataset, "annotation", None)
+    for i in range(len(dataset)):
+        yield getter(i) if callable(getter) else dataset[i]
+
+
+def dataset_targets(data: str | Path, split: str, image_size: int, hand_model: str = "openhand") -> Targets:
+    """Targets of a dataset split on disk (real or synthetic InterHand2.6M layout)."""
+    from handflow.data import InterHandDataset
+
+    ds = InterHandDataset(data, split, image_size, hand_model=hand_model, augment=False)
+    return targets_from_items(_annotation_items(ds), image_size)
+
+
+# ----------------------------------------------------------------------------- visibility
+def default_visibility() -> VisibilityFn:
+    """Adapter from :func:`handflow.render.visibility.joint_visibility_batch` to the engine's
+    :data:`~handflow.multihands.engine.VisibilityFn`."""
+    from handflow.render.visibility import joint_visibility_batch
+
+    def vis(verts: Tensor, faces: list[Tensor], joints: Tensor, K: Tensor, hw: tuple[int, int]) -> Tensor:
+        out = joint_visibility_batch([verts[:, 0], verts[:, 1]], faces, [joints[:, 0], joints[:, 1]], K, hw)
+        if isinstance(out, (list, tuple)):
+            out = torch.stack(list(out), 1)
+        return out.reshape(joints.shape[0], 2, NUM_HAND_JOINTS)
+
+    return vis
+
+
+# ----------------------------------------------------------------------------- driver
+def _batch_seed(seed: int, part: int, batch: int) -> int:
+    return int(np.random.SeedSequence([seed, part, batch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _run_part(model: Any, targets: Targets, cfg: GenerateConfig, ecfg: EngineConfig, vis: VisibilityFn,
+              part: int, device: torch.device, on_images: Callable[[int], None]) -> tuple[dict[str, np.ndarray], CriterionStats]:
+    M, N = len(targets), cfg.num
+    params = np.full((M, N, PARAM_DIM), np.nan, np.float32)
+    joints = np.full((M, N, NUM_JOINTS, 3), np.nan, np.float32)
+    count = np.zeros(M, np.int32)
+    stats = CriterionStats()
+    for b, s in enumerate(range(0, M, cfg.batch_images)):
+        sub = targets.index(slice(s, s + cfg.batch_images)).to(device)
+        g = torch.Generator().manual_seed(_batch_seed(cfg.seed, part, b))
+        res, st = run_batch(model, sub, ecfg, vis, g)
+        stats.add(st)
+        for k, r in enumerate(res):
+            n = len(r.params)
+            count[s + k] = n
+            params[s + k, :n] = r.params.numpy()
+            joints[s + k, :n] = r.joints.numpy()
+        on_images(len(sub))
+    with torch.no_grad():
+        t = targets.to(device)
+        gt_joints = joints_two_hands(model, state_from_params(t.params, t.K, t.size))
+    arrays = dict(image_ids=targets.image_ids.numpy().astype(np.int64), count=count, params=params, joints=joints,
+                  gt_params=targets.params.numpy().astype(np.float32),
+                  gt_joints=gt_joints.float().cpu().numpy(), gt_visible=targets.gt_visible.numpy(),
+                  K=targets.K.numpy().astype(np.float32))
+    return arrays, stats
+
+
+def generate(
+    out: str | Path,
+    split: str,
+    cfg: GenerateConfig,
+    targets: Targets,
+    shard: tuple[int, int] = (0, 1),
+    device: str = "cpu",
+    model: Any = None,
+    visibility: VisibilityFn | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the MultiHands annotations of one split (this shard's parts).
+
+    Args:
+        out: output root; parts go to ``out/<split>/``.
+        split: split name (folder name).
+        cfg: settings.
+        targets: ground truth of the split (:func:`dataset_targets` or :func:`targets_from_items`).
+        shard: ``(i, n)``: this process writes parts ``c`` with ``c % n == i``.
+        device: ``"cpu"`` or ``"cuda"``.
+        model: hand model (default: ``load_hand_model(cfg.hand_model)``).
+        visibility: batched visibility (default: :func:`default_visibility`).
+        progress: show a progress bar.
+
+    Returns:
+        ``{"written": [...], "skipped": [...], "complete": bool, "meta": split meta}``.
+
+    Raises:
+        ValueError: a finished part in ``out`` was made with other settings (use a new ``--out``).
+    """
+    from tqdm import tqdm
+
+    from handflow.hand.registry import load_hand_model
+
+    i_shard, n_shards = shard
+    dev = torch.device(device)
+    if model is None:
+        model = load_hand_model(cfg.hand_model)
+    model = model.to(dev)
+    vis = default_visibility() if visibility is None else visibility
+    if targets.size != cfg.image_size:
+        raise ValueError(f"targets were made for {targets.size} px crops but cfg.image_size = {cfg.image_size}")
+    thresholds = {s: prior_threshold(model.cpu(), s, cfg.prior_quantile) for s in SIDES}
+    model = model.to(dev)
+    ecfg = EngineConfig(num=cfg.num, rounds=cfg.rounds, proposals_per_image=cfg.proposals_per_image,
+                        pixel_threshold=cfg.threshold_px, prior_thresholds=thresholds, perturb=cfg.perturb,
+                        pool_factor=cfg.pool_factor)
+    folder = Path(out) / split
+    folder.mkdir(parents=True, exist_ok=True)
+    n_parts = math.ceil(len(targets) / cfg.part_size)
+    mine = [c for c in range(n_parts) if c % n_shards == i_shard]
+    common = {"split": split, "image_size": cfg.image_size, "hand_model": getattr(model, "name", cfg.hand_model),
+              "seed": cfg.seed, "config": cfg.to_json(), "fingerprint": cfg.fingerprint(),
+              "thresholds": {"pixel": cfg.threshold_px, "pixel_fraction_of_crop": cfg.threshold_px / cfg.image_size,
+                             "prior_log_prob": thresholds, "prior_quantile": cfg.prior_quantile,
+                             "collision": "handflow.hand.collision.collide (1-sigma Gaussian proxy spheres)"},
+              "num_parts": n_parts, "num_images": len(targets)}
+    todo, skipped = [], []
+    for c in mine:
+        meta = read_part_meta(folder / part_name(c))
+        if meta is None:
+            todo.append(c)
+        elif meta.get("fingerprint") != common["fingerprint"] or meta.get("num_images") != len(targets):
+            raise ValueError(f"{folder / part_name(c)} was made with other settings (fingerprint "
+                             f"{meta.get('fingerprint')} != {common['fingerprint']}); use another --out or delete it")
+        else:
+            skipped.append(c)
+    total = sum(min(cfg.part_size, len(targets) - c * cfg.part_size) for c in todo)
+    bar = tqdm(total=total, desc=f"multihands {split} shard {i_shard}/{n_shards}", unit="img", disable=not progress)
+    written = []
+    for c in todo:
+        part_t = targets.index(slice(c * cfg.part_size, (c + 1) * cfg.part_size))
+        arrays, stats = _run_part(model, part_t, cfg, ecfg, vis, c, dev, bar.update)
+        meta = {**common, "part": c, "stats": stats.to_json(), "rates": stats.rates(),
+                "images_with_fewer_than_num": int((arrays["count"] < cfg.num).sum())}
+        write_part(folder / part_name(c), arrays, meta)
+        written.append(c)
+    bar.close()
+    split_meta = _write_split_meta(folder, common)
+    return {"written": written, "skipped": skipped, "complete": split_meta["complete"], "meta": split_meta}
+
+
+def _write_split_meta(folder: Path, common: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate the finished parts' statistics into ``<split>/meta.json``."""
+    stats = CriterionStats()
+    done = []
+    for c in range(common["num_parts"]):
+        m = read_part_meta(folder / part_name(c))
+        if m is not None and m.get("fingerprint") == common["fingerprint"]:
+            stats.add(CriterionStats.from_json(m["stats"]))
+            done.append(c)
+    meta = {**common, "parts_done": len(done), "complete": len(done) == common["num_parts"],
+            "stats": stats.to_json(), "rates": stats.rates()}
+    write_json_atomic(folder / "meta.json", meta)
+    return meta

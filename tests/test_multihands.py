@@ -1,0 +1,288 @@
+"""MultiHands end to end: independent re-check of every accepted annotation, resume, shards,
+determinism, reader round trip, training wrapper.
+
+Targets are two-hand scenes built from OpenHand prior samples (no dataset needed). Visibility
+is ``handflow.render.visibility`` when it is installed, otherwise a small vertex-splat z-buffer
+defined here (the re-check then uses its single-scene loop version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, SIDES
+from handflow.geometry.camera import project
+from handflow.hand.collision import collide
+from handflow.hand.registry import load_hand_model
+from handflow.multihands import io as mh_io
+from handflow.multihands.engine import pose_joints
+from handflow.multihands.generate import GenerateConfig, generate, targets_from_items
+from handflow.params import pack, pack_hand, unpack
+
+SIZE = 48
+FOCAL = 80.0
+DEPTH = 420.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_hand_model("openhand")
+
+
+# ----------------------------------------------------------------------------- visibility
+def _render_available() -> bool:
+    try:
+        from handflow.render.visibility import joint_visibility, joint_visibility_batch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _splat_single(verts: list[torch.Tensor], joints: list[torch.Tensor], K: torch.Tensor, hw) -> list[torch.Tensor]:
+    """One scene: per hand (V,3) vertices, (21,3) joints -> per hand (21,) visible.
+
+    Nearest-vertex z-buffer: a joint is visible when the front-most vertex at its pixel belongs
+    to its own hand and lies no more than ``TOL`` mm in front of the joint.
+    """
+    H, W = hw
+    TOL = 12.0
+    best = torch.full((H, W), math.inf, dtype=torch.float64)
+    owner = torch.full((H, W), -1, dtype=torch.long)
+    for h, v in enumerate(verts):
+        uv = project(v.double(), K.double())
+        for k in range(v.shape[0]):
+            x, y = int(uv[k, 0]), int(uv[k, 1])
+            if 0 <= x < W and 0 <= y < H and v[k, 2] < best[y, x]:
+                best[y, x], owner[y, x] = float(v[k, 2]), h
+    out = []
+    for h, j in enumerate(joints):
+        uv = project(j.double(), K.double())
+        vis = torch.zeros(j.shape[0], dtype=torch.bool)
+        for k in range(j.shape[0]):
+            x, y = int(uv[k, 0]), int(uv[k, 1])
+            if 0 <= x < W and 0 <= y < H and owner[y, x] == h:
+                vis[k] = float(best[y, x]) >= float(j[k, 2]) - TOL
+        out.append(vis)
+    return out
+
+
+def _splat_batch(verts, faces, joints, K, hw):
+    """Vectorized twin of :func:`_splat_single` (the engine's :data:`VisibilityFn`)."""
+    P, _, V, _ = verts.shape
+    H, W = hw
+    TOL = 12.0
+    v = verts.double().reshape(P, 2 * V, 3)
+    uv = project(v, K.double()[:, None].expand(P, 1, 3, 3).reshape(P, 3, 3))
+    x, y = uv[..., 0].floor().long(), uv[..., 1].floor().long()
+    inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    pix = torch.where(inside, y * W + x, H * W)  # H*W = dump slot
+    flat = torch.full((P, H * W + 1), math.inf, dtype=torch.float64)
+    flat.scatter_reduce_(1, pix, v[..., 2], reduce="amin")
+    hand = torch.arange(2).repeat_interleave(V).expand(P, -1)
+    is_min = v[..., 2] == flat.gather(1, pix)
+    # owner: the highest hand index among vertices at the minimum (matches the loop's strict <
+    # only when there are no exact ties, which are measure-zero for float depths)
+    own = torch.full((P, H * W + 1), -1, dtype=torch.long)
+    own.scatter_reduce_(1, pix, torch.where(is_min & inside, hand, -1), reduce="amax")
+    j = joints.double().reshape(P, NUM_JOINTS, 3)
+    ju = project(j, K.double())
+    jx, jy = ju[..., 0].floor().long(), ju[..., 1].floor().long()
+    jin = (jx >= 0) & (jx < W) & (jy >= 0) & (jy < H)
+    jp = torch.where(jin, jy * W + jx, H * W)
+    jh = torch.arange(2).repeat_interleave(NUM_HAND_JOINTS).expand(P, -1)
+    vis = jin & (own.gather(1, jp) == jh) & (flat.gather(1, jp) >= j[..., 2] - TOL)
+    return vis.reshape(P, 2, NUM_HAND_JOINTS)
+
+
+def single_visibility(model, rotmats, betas, root, K):
+    """Visibility of one scene, recomputed from scratch: (42,) bool."""
+    outs = [model(rotmats[h][None], betas[h][None], side=s).translate(root[h][None]) for h, s in enumerate(SIDES)]
+    if _render_available():
+        from handflow.render.visibility import joint_visibility
+
+        meshes = [(o.vertices[0], model.faces_for(s)) for o, s in zip(outs, SIDES)]
+        vis = joint_visibility(meshes, [o.joints[0] for o in outs], K, (SIZE, SIZE))
+        return torch.cat([torch.as_tensor(v) for v in vis])
+    return torch.cat(_splat_single([o.vertices[0] for o in outs], [o.joints[0] for o in outs], K, (SIZE, SIZE)))
+
+
+def batch_visibility():
+    if _render_available():
+        from handflow.multihands.generate import default_visibility
+
+        return default_visibility()
+    return _splat_batch
+
+
+# ----------------------------------------------------------------------------- targets
+def make_items(model, n: int, seed: int = 0) -> list[dict]:
+    """``n`` two-hand scenes from prior samples, as dataset items (no image)."""
+    g = torch.Generator().manual_seed(seed)
+    K = torch.tensor([[FOCAL, 0, SIZE / 2], [0, FOCAL, SIZE / 2], [0, 0, 1]], dtype=torch.float64)
+    items: list[dict] = []
+    while len(items) < n:
+        i = len(items)
+        rot, betas, root = [], [], []
+        for h, side in enumerate(SIDES):
+            fingers = model.pose_prior.sample(1, side=side, generator=g).double()[0]
+            aa = torch.randn(3, generator=g, dtype=torch.float64) * 0.3 + torch.tensor([math.pi / 2, 0.0, 0.0])
+            from handflow.geometry.rotations import axis_angle_to_matrix
+
+            rot.append(torch.cat([axis_angle_to_matrix(aa)[None], fingers]))
+            betas.append(torch.randn(10, generator=g, dtype=torch.float64) * 0.5)
+            x = (-1) ** h * (45.0 + 10 * float(torch.rand(1, generator=g)))
+            root.append(torch.tensor([x, 40.0, DEPTH + 40 * float(torch.rand(1, generator=g))], dtype=torch.float64))
+        y = pack(*[pack_hand(rot[h], betas[h], root[h], K, SIZE) for h in range(2)])
+        hp = unpack(y.float(), K.float(), SIZE)
+        R = [hp[s].rotmats for s in SIDES]
+        B = [hp[s].betas for s in SIDES]
+        T = [hp[s].root for s in SIDES]
+        outs = [model(R[h][None], B[h][None], side=s).translate(T[h][None]) for h, s in enumerate(SIDES)]
+        if bool(collide(*outs).any()):  # like the real data: no colliding ground truth
+            continue
+        joints = torch.cat([o.joints[0] for o in outs])
+        vis = single_visibility(model, R, B, T, K.float())
+        items.append({"y": y.float(), "K": K.float(), "joints_2d": project(joints, K.float()), "joints_cam": joints,
+                      "joint_valid": torch.ones(NUM_JOINTS, dtype=torch.bool), "visible": vis,
+                      "has_params": i != 1,  # one image without parameters: skipped
+                      "meta": {"image_id": 1000 + 7 * i}})
+    return items
+
+
+CFG = dict(num=8, rounds=3, proposals_per_image=24, image_size=SIZE, batch_images=3, part_size=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def items(model):
+    return make_items(model, 7)
+
+
+@pytest.fixture(scope="module")
+def run(model, items, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mh")
+    targets = targets_from_items(items, SIZE)
+    res = generate(out, "test", GenerateConfig(**CFG), targets, model=model, visibility=batch_visibility(),
+                   progress=False)
+    return out, res
+
+
+def test_pose_joints_matches_full_forward(model) -> None:
+    g = torch.Generator().manual_seed(0)
+    for side in SIDES:
+        R = torch.cat([torch.eye(3).expand(5, 1, 3, 3), model.pose_prior.sample(5, side=side, generator=g)], 1)
+        b = torch.randn(5, 10, generator=g)
+        torch.testing.assert_close(pose_joints(model, R, b, side), model(R, b, side=side).joints, atol=1e-4, rtol=0)
+
+
+def test_every_accepted_annotation_passes_all_criteria_rechecked(run, items, model) -> None:
+    out, res = run
+    assert res["complete"]
+    recs = mh_io.load(out, "test")
+    meta = json.loads((out / "test" / "meta.json").read_text())
+    T = meta["thresholds"]["pixel"]
+    thr = meta["thresholds"]["prior_log_prob"]
+    by_id = {it["meta"]["image_id"]: it for it in items}
+    total = 0
+    for iid, rec in recs.items():
+        it = by_id[iid]
+        K = torch.as_tensor(rec.K)
+        for n, y in enumerate(torch.as_tensor(rec.params)):
+            hp = unpack(y, K, SIZE)
+            R = [hp[s].rotmats for s in SIDES]
+            B = [hp[s].betas for s in SIDES]
+            Tr = [hp[s].root for s in SIDES]
+            outs = [model(R[h][None], B[h][None], side=s).translate(Tr[h][None]) for h, s in enumerate(SIDES)]
+            joints = torch.cat([o.joints[0] for o in outs])
+            # 1. visible joints within T px of the ground truth 2D joints
+            err = (project(joints, K) - it["joints_2d"]).norm(dim=-1)
+            gt_vis = it["visible"] & it["joint_valid"]
+            assert bool((err[gt_vis] <= T).all()), f"image {iid}: reprojection {err[gt_vis].max():.2f} > {T}"
+            # 2. joints occluded in the ground truth stay occluded (visibility from the meshes)
+            vis = single_visibility(model, R, B, Tr, K)
+            assert not bool((vis & ~it["visible"]).any()), f"image {iid}: an occluded joint became visible"
+            # 3. pose prior above the threshold, both hands
+            for h, s in enumerate(SIDES):
+                assert float(model.pose_prior.log_prob(R[h][None, 1:], side=s)) >= thr[s]
+            # 4. no collision
+            assert not bool(collide(outs[0], outs[1]).any())
+            # the stored joints are those of the stored parameters
+            torch.testing.assert_close(torch.as_tensor(rec.joints[n]), joints, atol=2e-3, rtol=0)
+            total += 1
+    assert total > 0, "no annotation accepted at all: the test would be vacuous"
+
+
+def test_gt_not_among_annotations_and_counts(run, items) -> None:
+    out, _ = run
+    recs = mh_io.load(out, "test")
+    with_params = [it for it in items if it["has_params"]]
+    assert sorted(recs) == sorted(it["meta"]["image_id"] for it in with_params)
+    for iid, rec in recs.items():
+        gt = next(it for it in items if it["meta"]["image_id"] == iid)
+        np.testing.assert_array_equal(rec.gt_params, gt["y"].numpy())
+        assert rec.params.shape[0] <= CFG["num"]
+        d = np.abs(rec.params - rec.gt_params[None]).max(-1) if len(rec.params) else np.zeros(0)
+        assert (d > 1e-6).all(), "the ground truth must not be counted among the N annotations"
+        assert np.isfinite(rec.params).all()
+
+
+def test_determinism_and_shards_equal_unsharded(run, items, model, tmp_path) -> None:
+    out, _ = run
+    targets = targets_from_items(items, SIZE)
+    cfg = GenerateConfig(**CFG)
+    for i in range(2):
+        generate(tmp_path, "test", cfg, targets, shard=(i, 2), model=model, visibility=batch_visibility(),
+                 progress=False)
+    a, b = mh_io.load(out, "test"), mh_io.load(tmp_path, "test")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k].params, b[k].params)
+        np.testing.assert_array_equal(a[k].joints, b[k].joints)
+    # a different seed gives different annotations
+    c = tmp_path / "other"
+    generate(c, "test", GenerateConfig(**{**CFG, "seed": 4}), targets, model=model, visibility=batch_visibility(),
+             progress=False)
+    cc = mh_io.load(c, "test")
+    assert any(not np.array_equal(a[k].params, cc[k].params) for k in a)
+
+
+def test_resume_after_kill(run, items, model, tmp_path, monkeypatch) -> None:
+    out, _ = run
+    targets = targets_from_items(items, SIZE)
+    cfg = GenerateConfig(**CFG)
+    real = mh_io.write_part
+    calls = {"n": 0}
+
+    def dying(folder, arrays, meta):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed while writing the second part: leave a half-written temp folder
+            tmp = folder.parent / f".tmp-{folder.name}-999"
+            tmp.mkdir()
+            np.save(tmp / "params.npy", arrays["params"][:1])
+            raise KeyboardInterrupt
+        return real(folder, arrays, meta)
+
+    import handflow.multihands.generate as gen
+
+    monkeypatch.setattr(gen, "write_part", dying)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, "test", cfg, targets, model=model, visibility=batch_visibility(), progress=False)
+    first = tmp_path / "test" / mh_io.part_name(0)
+    assert first.is_dir() and not (tmp_path / "test" / mh_io.part_name(1)).exists()
+    assert len(mh_io.load(tmp_path, "test")) == 4  # only the finished part is visible
+    mtime = (first / "params.npy").stat().st_mtime_ns
+    monkeypatch.setattr(gen, "write_part", real)
+    res = generate(tmp_path, "test", cfg, targets, model=model, visibility=batch_visibility(), progress=False)
+    assert res["skipped"] == [0] and res["written"] == [1] and res["complete"]
+    assert (first / "params.npy").stat().st_mtime_ns == mtime
+    a, b = mh_io.load(out, "test"), mh_io.load(tmp_path, "test")
+    for k in a:
+        np.testing.assert_array_equal(a[k].params, b[k].params)
+    # other settings in the same folder: refused, not mixed
+    with pytest.raises(ValueError, match="other settings"):
+        generate(tmp_path, "test", GenerateConfig(**{**CFG, "rounds": 2}), targets, model=model,
+                 visibility=batch_visibility(), progress=False)
