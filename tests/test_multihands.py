@@ -286,3 +286,87 @@ def test_resume_after_kill(run, items, model, tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="other settings"):
         generate(tmp_path, "test", GenerateConfig(**{**CFG, "rounds": 2}), targets, model=model,
                  visibility=batch_visibility(), progress=False)
+
+
+# ----------------------------------------------------------------------------- training wrapper
+def _rot_z(a: float) -> torch.Tensor:
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_attach_multihands_identity_and_augmented_frame(run, items) -> None:
+    from torch.utils.data import default_collate
+
+    from handflow.multihands.dataset import attach_multihands
+    from handflow.multihands.engine import params_from_state, state_from_params
+
+    out, _ = run
+    recs = mh_io.load(out, "test")
+    iid, rec = max(recs.items(), key=lambda kv: kv[1].params.shape[0])
+    n = rec.params.shape[0]
+    assert n >= 2
+    it = dict(next(x for x in items if x["meta"]["image_id"] == iid))
+    a = attach_multihands(dict(it), recs, n_max=n + 3, image_size=SIZE)
+    assert a["multi_valid"].tolist() == [True] * (n + 1) + [False] * 2
+    torch.testing.assert_close(a["multi_y"][0], it["y"])
+    torch.testing.assert_close(a["multi_y"][1 : n + 1], torch.as_tensor(rec.params), atol=1e-4, rtol=0)
+    assert 0 <= int(a["multi_theta"]) < n + 1
+    assert int(attach_multihands(dict(it), recs, n + 3, SIZE)["multi_theta"]) == int(a["multi_theta"])
+    # augmented item: camera rolled by 0.4 rad about its axis and a different crop (K, size)
+    Ra, S2 = _rot_z(0.4), 64
+    K2 = torch.tensor([[110.0, 0, 30.0], [0, 110.0, 35.0], [0, 0, 1]], dtype=torch.float64)
+    gt = state_from_params(it["y"][None].double(), it["K"][None].double(), SIZE)
+    rot = gt.rotmats.clone()
+    rot[:, :, 0] = Ra @ rot[:, :, 0]
+    from handflow.multihands.perturb import TwoHandState
+
+    y2 = params_from_state(TwoHandState(rot, gt.betas, gt.root @ Ra.T), K2[None], S2)[0].float()
+    it2 = {**it, "y": y2, "K": K2.float()}
+    b = attach_multihands(dict(it2), recs, n_max=n + 1, image_size=S2)
+    st = state_from_params(b["multi_y"][1:].double(), K2.expand(n, 3, 3), S2)
+    model = load_hand_model("openhand")
+    joints = torch.cat([model(st.rotmats[:, h], st.betas[:, h], side=s).joints + st.root[:, h, None]
+                        for h, s in enumerate(SIDES)], 1)
+    torch.testing.assert_close(joints, torch.as_tensor(rec.joints).double() @ Ra.T, atol=0.05, rtol=0)
+    batch = default_collate([b, attach_multihands(dict(it2), recs, n_max=n + 1, image_size=S2)])
+    assert batch["multi_y"].shape == (2, n + 1, 218) and batch["multi_valid"].shape == (2, n + 1)
+    # annotations from other data are refused
+    bad = {**it, "y": it["y"].clone()}
+    bad["y"][-1] += 0.2  # left wrist depth changed
+    with pytest.raises(ValueError, match="does not match"):
+        attach_multihands(bad, recs, n_max=3, image_size=SIZE)
+    # an image without parameters: nothing valid
+    c = attach_multihands({**it, "has_params": False}, recs, n_max=3, image_size=SIZE)
+    assert not c["multi_valid"].any()
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def test_diagnostics_known_answer() -> None:
+    from handflow.multihands.diagnostics import image_diagnostics, summarize
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(NUM_JOINTS, 3, generator=g, dtype=torch.float64) * 30 + torch.tensor([0.0, 0.0, 500.0])
+    ray = base / base.norm(dim=-1, keepdim=True)
+    n = 6
+    t = torch.linspace(-1, 1, n, dtype=torch.float64)  # symmetric: mean offset 0
+    vis = torch.zeros(NUM_JOINTS, dtype=torch.bool)
+    vis[:10] = True
+    amp = torch.where(vis, 2.0, 20.0).double()  # occluded joints move 10x more, only along their rays
+    joints = base + t[:, None, None] * amp[None, :, None] * ray
+    K = torch.tensor([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
+    rec = mh_io.MultiHandsRecord(params=np.zeros((n, 218), np.float32), joints=joints.numpy(), gt_params=np.zeros(218),
+                                 gt_joints=base.numpy(), gt_visible=vis.numpy(), K=K.numpy(), image_size=64)
+    d = image_diagnostics(rec)
+    rms_t = float(t.pow(2).mean().sqrt())
+    assert d["visible_along_ray"] == pytest.approx(2.0 * rms_t, rel=1e-9)
+    assert d["occluded_along_ray"] == pytest.approx(20.0 * rms_t, rel=1e-9)
+    assert d["visible_in_plane"] == pytest.approx(0.0, abs=1e-9) and d["occluded_in_plane"] < 1e-9
+    assert d["visible_2d_px"] < 1e-9  # motion along the ray does not move the projection
+    expected_global = float(amp.mean() * rms_t)
+    assert d["spread_global"] == pytest.approx(expected_global, rel=1e-9)
+    one = mh_io.MultiHandsRecord(params=np.zeros((1, 218)), joints=joints[:1].numpy(), gt_params=np.zeros(218),
+                                 gt_joints=base.numpy(), gt_visible=vis.numpy(), K=K.numpy(), image_size=64)
+    assert image_diagnostics(one) is None
+    s = summarize({1: rec, 2: one}, num=6)
+    assert s["fraction_fewer_than_num"] == 0.5 and s["images_with_spread"] == 1
+    assert s["per_image"]["spread_global"]["mean"] == pytest.approx(expected_global)

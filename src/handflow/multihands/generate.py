@@ -294,7 +294,16 @@ def generate(
         written.append(c)
     bar.close()
     split_meta = _write_split_meta(folder, common)
-    return {"written": written, "skipped": skipped, "complete": split_meta["complete"], "meta": split_meta}
+    summary = None
+    if split_meta["parts_done"]:
+        from handflow.multihands.diagnostics import summarize
+        from handflow.multihands.io import load
+
+        summary = {"complete": split_meta["complete"], "rates": split_meta["rates"],
+                   **summarize(load(Path(out), split), cfg.num)}
+        write_json_atomic(folder / "summary.json", summary)
+    return {"written": written, "skipped": skipped, "complete": split_meta["complete"], "meta": split_meta,
+            "summary": summary}
 
 
 def _write_split_meta(folder: Path, common: dict[str, Any]) -> dict[str, Any]:

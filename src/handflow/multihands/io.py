@@ -57,7 +57,8 @@ class MultiHandsRecord:
         gt_joints: (42, 3) float32.
         gt_visible: (42,) bool, joints valid and visible in the ground truth.
         K: (3, 3) float32 crop intrinsics of ``params`` (``handflow.params.unpack(params, K, S)``,
-            ``S`` = ``meta.json["image_size"]``).
+            ``S`` = ``image_size``).
+        image_size: crop side ``S`` (pixels) that ``params`` refer to.
     """
 
     params: np.ndarray
@@ -66,6 +67,7 @@ class MultiHandsRecord:
     gt_joints: np.ndarray
     gt_visible: np.ndarray
     K: np.ndarray
+    image_size: int = 0
 
 
 def part_name(chunk: int) -> str:
@@ -157,5 +159,6 @@ def load(root: str | Path, split: str) -> dict[int, MultiHandsRecord]:
                 gt_joints=np.array(a["gt_joints"][m]),
                 gt_visible=np.array(a["gt_visible"][m]),
                 K=np.array(a["K"][m]),
+                image_size=int(meta.get("image_size", 0)),
             )
     return out
