@@ -370,3 +370,17 @@ def test_diagnostics_known_answer() -> None:
     s = summarize({1: rec, 2: one}, num=6)
     assert s["fraction_fewer_than_num"] == 0.5 and s["images_with_spread"] == 1
     assert s["per_image"]["spread_global"]["mean"] == pytest.approx(expected_global)
+
+
+def test_show_figure(run, tmp_path) -> None:
+    from handflow.multihands.show import plot_multihands
+
+    out, _ = run
+    recs = mh_io.load(out, "test")
+    iid, rec = max(recs.items(), key=lambda kv: kv[1].params.shape[0])
+    p = plot_multihands(None, torch.as_tensor(rec.K), torch.as_tensor(rec.gt_joints), torch.as_tensor(rec.joints),
+                        torch.as_tensor(rec.gt_visible), tmp_path / "fig.png", SIZE)
+    assert p.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no annotation"):
+        plot_multihands(None, torch.as_tensor(rec.K), torch.as_tensor(rec.gt_joints), torch.zeros(0, NUM_JOINTS, 3),
+                        torch.as_tensor(rec.gt_visible), tmp_path / "x.png", SIZE)

@@ -10,6 +10,11 @@ A proposal is plausible when
 3. each hand's articulation has pose-prior log-likelihood above a threshold
    (:func:`check_prior`, threshold from :func:`prior_threshold`);
 4. the two hands do not collide (Gaussian proxies, :func:`check_no_collision`).
+
+Criterion 3 also bounds the shape (:func:`check_shape`): the paper's proposals perturb the
+shape too, and without a bound a random walk over rounds would drift to implausible hand sizes
+(each β is standard normal under the shape model, so ``|β_k| ≤ 3`` keeps 99.7 % of hands per
+component; an image whose ground truth lies beyond keeps its own largest ``|β|`` as bound).
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ __all__ = [
     "check_occlusion",
     "check_prior",
     "check_no_collision",
+    "check_shape",
+    "SHAPE_BOUND",
     "prior_threshold",
     "default_pixel_threshold",
 ]
 
+#: default bound on every shape coefficient (β ~ N(0, I): 3 standard deviations)
+SHAPE_BOUND = 3.0
 #: default reprojection threshold as a fraction of the crop side (SPEC: 2 %)
 PIXEL_THRESHOLD_FRACTION = 0.02
 
@@ -83,6 +92,22 @@ def check_prior(model: HandModel, rotmats: Tensor, thresholds: dict[str, float])
         lp = model.pose_prior.log_prob(rotmats[:, h, 1:], side=side)
         ok &= lp >= thresholds[side]
     return ok
+
+
+def check_shape(betas: Tensor, bound: Tensor | float) -> Tensor:
+    """Shape part of criterion 3.
+
+    Args:
+        betas: (P, 2, 10) both hands' shape.
+        bound: scalar or (P,) per-proposal bound on ``|β_k|``.
+
+    Returns:
+        (P,) bool: every coefficient of both hands within the bound.
+    """
+    b = torch.as_tensor(bound, dtype=betas.dtype, device=betas.device)
+    if b.dim() == 1:
+        b = b[:, None, None]
+    return (betas.abs() <= b).flatten(1).all(-1)
 
 
 def check_no_collision(right: HandOutput | Tensor, left: HandOutput | Tensor) -> Tensor:

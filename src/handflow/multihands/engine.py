@@ -25,12 +25,14 @@ from handflow.constants import MANO21_TO_IH, MANO_PARENTS, NUM_JOINTS, PARAM_DIM
 from handflow.geometry.camera import project
 from handflow.hand.base import HandModel, HandOutput, lbs, mirror_rotmats
 from handflow.multihands.checks import (
+    SHAPE_BOUND,
     check_no_collision,
     check_occlusion,
     check_prior,
     check_reprojection,
+    check_shape,
 )
-from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, perturb
+from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, perturb, scale_direction
 from handflow.params import pack, pack_hand, unpack
 
 __all__ = [
@@ -98,7 +100,8 @@ class EngineConfig:
         pixel_threshold: ``T`` in crop pixels (criterion 1).
         prior_thresholds: per side, the minimum pose-prior log-likelihood (criterion 3).
         perturb: perturbation scales.
-        pool_factor: an image stops proposing once ``pool_factor * num`` were accepted.
+        shape_bound: bound on ``|β_k|`` (raised per image to its ground truth's own largest).
+        depth_scale_moves: propose coupled depth-scale moves (:func:`~handflow.multihands.perturb.scale_direction`).
     """
 
     num: int = 100
@@ -107,21 +110,24 @@ class EngineConfig:
     pixel_threshold: float = 2.56
     prior_thresholds: dict[str, float] = field(default_factory=lambda: {"right": -1e9, "left": -1e9})
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
-    pool_factor: float = 2.0
+    shape_bound: float = SHAPE_BOUND
+    depth_scale_moves: bool = True
 
 
 @dataclass
 class CriterionStats:
     """Proposal counts through the staged checks.
 
-    ``reprojection`` and ``prior`` are counted over all proposals; ``collision`` over those
-    passing both; ``occlusion`` over those passing the first three (the "cheap survivors").
+    ``reprojection``, ``prior`` (pose) and ``shape`` are counted over all proposals;
+    ``collision`` over those passing all three (``cheap``); ``occlusion`` over those also
+    passing the collision test.
     """
 
     proposals: int = 0
     reprojection: int = 0
     prior: int = 0
-    reprojection_and_prior: int = 0
+    shape: int = 0
+    cheap: int = 0
     collision: int = 0
     occlusion: int = 0
     accepted: int = 0
@@ -138,13 +144,14 @@ class CriterionStats:
         return CriterionStats(**{k: int(d.get(k, 0)) for k in CriterionStats.__dataclass_fields__})
 
     def rates(self) -> dict[str, float]:
-        """Pass rate per criterion: reprojection and prior over all proposals, collision given
-        reprojection and prior, occlusion given the first three, accepted over all."""
+        """Pass rate per criterion: reprojection, pose prior and shape over all proposals,
+        collision given those three, occlusion given the other four, accepted over all."""
         n = max(self.proposals, 1)
         return {
             "reprojection": self.reprojection / n,
             "prior": self.prior / n,
-            "collision_given_reprojection_prior": self.collision / max(self.reprojection_and_prior, 1),
+            "shape": self.shape / n,
+            "collision_given_reprojection_prior_shape": self.collision / max(self.cheap, 1),
             "occlusion_given_other_three": self.occlusion / max(self.collision, 1),
             "accepted": self.accepted / n,
         }
@@ -229,18 +236,20 @@ def joints_two_hands(model: HandModel, state: TwoHandState) -> Tensor:
 
 
 def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets, cfg: EngineConfig,
-           visibility: VisibilityFn, stats: CriterionStats) -> tuple[Tensor, Tensor]:
+           visibility: VisibilityFn, stats: CriterionStats, shape_bound: Tensor) -> tuple[Tensor, Tensor]:
     """Staged checks of P proposals owned by images ``img`` (P,). Returns (ok (P,), joints (P,42,3))."""
     P = len(props)
     K = targets.K[img]
     joints = joints_two_hands(model, props)
     ok_rep = check_reprojection(project(joints, K), targets.gt_2d[img], targets.gt_visible[img], cfg.pixel_threshold)
     ok_prior = check_prior(model, props.rotmats, cfg.prior_thresholds)
-    stage1 = ok_rep & ok_prior
+    ok_shape = check_shape(props.betas, shape_bound[img])
+    stage1 = ok_rep & ok_prior & ok_shape
     stats.proposals += P
     stats.reprojection += int(ok_rep.sum())
     stats.prior += int(ok_prior.sum())
-    stats.reprojection_and_prior += int(stage1.sum())
+    stats.shape += int(ok_shape.sum())
+    stats.cheap += int(stage1.sum())
     ok = torch.zeros(P, dtype=torch.bool, device=joints.device)
     idx = stage1.nonzero().flatten()
     if idx.numel() == 0:
@@ -270,7 +279,9 @@ def run_batch(
     visibility: VisibilityFn,
     generator: torch.Generator,
 ) -> tuple[list[BatchResult], CriterionStats]:
-    """Perturb-and-check for ``I`` images; accepted proposals seed the next round.
+    """Perturb-and-check for ``I`` images; the proposals accepted in a round seed the next one
+    (an image whose round accepted nothing keeps its seeds), so the walk travels away from the
+    ground truth over the rounds.
 
     Args:
         model: hand model (on the device of ``targets``).
@@ -280,43 +291,56 @@ def run_batch(
         generator: CPU generator; the result depends only on its state (not on the device).
 
     Returns:
-        per image the accepted annotations (up to ``cfg.num``, chosen at random from all accepted
-        ones; the ground truth itself is never included), and the criterion statistics.
+        per image the accepted annotations (up to ``cfg.num``, newest rounds first; the ground
+        truth itself is never included), and the criterion statistics.
     """
     I, Q, S = len(targets), cfg.proposals_per_image, targets.size
     dev = targets.params.device
     gt_state = state_from_params(targets.params, targets.K, S)
-    pools: list[TwoHandState] = [gt_state.index(torch.tensor([i], device=dev)) for i in range(I)]
-    acc_y: list[list[Tensor]] = [[] for _ in range(I)]
+    # seeds of the next round: the proposals accepted in the last round that accepted any
+    seeds: list[TwoHandState] = [gt_state.index(torch.tensor([i], device=dev)) for i in range(I)]
+    acc_y: list[list[Tensor]] = [[] for _ in range(I)]  # per image, per round that accepted
     acc_j: list[list[Tensor]] = [[] for _ in range(I)]
-    n_acc = torch.zeros(I, dtype=torch.long)
     free = free_joint_mask(targets.gt_visible)
+    shape_bound = gt_state.betas.abs().flatten(1).amax(1).clamp_min(cfg.shape_bound)
+    scale_dir = torch.stack([scale_direction(model, s) for s in SIDES]).to(dev) if cfg.depth_scale_moves else None
+    img = torch.arange(I, device=dev).repeat_interleave(Q)
     stats = CriterionStats()
     for _ in range(cfg.rounds):
-        active = (n_acc < cfg.pool_factor * cfg.num).nonzero().flatten().tolist()
-        if not active:
-            break
-        parents = [pools[i].index(torch.randint(len(pools[i]), (Q,), generator=generator).to(dev)) for i in active]
-        img = torch.tensor(active, dtype=torch.long).repeat_interleave(Q).to(dev)
-        raw = perturb(TwoHandState.cat(parents), cfg.perturb, generator, free=free[img], prior=model.pose_prior)
+        parents = TwoHandState.cat(
+            [seeds[i].index(torch.randint(len(seeds[i]), (Q,), generator=generator).to(dev)) for i in range(I)])
+        raw = perturb(parents, cfg.perturb, generator, free=free[img], prior=model.pose_prior, scale_dir=scale_dir)
         # canonical form: what is checked is exactly what unpack(saved params) gives back
         y = params_from_state(raw, targets.K[img], S).float()
         props = state_from_params(y, targets.K[img], S)
-        ok, joints = _check(model, props, img, targets, cfg, visibility, stats)
+        ok, joints = _check(model, props, img, targets, cfg, visibility, stats, shape_bound)
         stats.accepted += int(ok.sum())
-        for k, i in enumerate(active):
-            sel = ok[k * Q : (k + 1) * Q].nonzero().flatten() + k * Q
+        for i in range(I):
+            sel = ok[i * Q : (i + 1) * Q].nonzero().flatten() + i * Q
             if sel.numel():
                 acc_y[i].append(y[sel])
                 acc_j[i].append(joints[sel])
-                pools[i] = TwoHandState.cat([pools[i], props.index(sel)])
-                n_acc[i] += sel.numel()
+                seeds[i] = props.index(sel)
     result: list[BatchResult] = []
     for i in range(I):
-        if not acc_y[i]:
-            result.append(BatchResult(torch.zeros(0, PARAM_DIM), torch.zeros(0, NUM_JOINTS, 3)))
-            continue
-        ys, js = torch.cat(acc_y[i]), torch.cat(acc_j[i])
-        keep = torch.randperm(len(ys), generator=generator)[: cfg.num].to(dev)
-        result.append(BatchResult(ys[keep].float().cpu(), js[keep].float().cpu()))
+        ys, js = _newest_first(acc_y[i], acc_j[i], cfg.num, generator)
+        result.append(BatchResult(ys.float().cpu(), js.float().cpu()))
     return result, stats
+
+
+def _newest_first(ys: list[Tensor], js: list[Tensor], num: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Keep ``num`` accepted annotations, taking whole rounds from the last one backwards (the
+    walk's furthest travelled states) and a random subset of the round where ``num`` is reached."""
+    out_y: list[Tensor] = []
+    out_j: list[Tensor] = []
+    left = num
+    for y, j in zip(reversed(ys), reversed(js)):
+        if left <= 0:
+            break
+        pick = torch.randperm(len(y), generator=generator)[:left].sort().values.to(y.device)
+        out_y.append(y[pick])
+        out_j.append(j[pick])
+        left -= len(pick)
+    if not out_y:
+        return torch.zeros(0, PARAM_DIM), torch.zeros(0, NUM_JOINTS, 3)
+    return torch.cat(out_y), torch.cat(out_j)

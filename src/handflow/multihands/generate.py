@@ -61,7 +61,6 @@ class GenerateConfig:
         hand_model: ``"openhand"`` or ``"mano"``.
         batch_images: images checked together in one vectorized batch.
         part_size: images per part folder.
-        pool_factor: an image stops proposing after ``pool_factor * num`` acceptances.
         perturb: perturbation scales.
     """
 
@@ -75,7 +74,6 @@ class GenerateConfig:
     hand_model: str = "openhand"
     batch_images: int = 32
     part_size: int = 256
-    pool_factor: float = 2.0
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
     def __post_init__(self) -> None:
@@ -260,8 +258,7 @@ def generate(
     thresholds = {s: prior_threshold(model.cpu(), s, cfg.prior_quantile) for s in SIDES}
     model = model.to(dev)
     ecfg = EngineConfig(num=cfg.num, rounds=cfg.rounds, proposals_per_image=cfg.proposals_per_image,
-                        pixel_threshold=cfg.threshold_px, prior_thresholds=thresholds, perturb=cfg.perturb,
-                        pool_factor=cfg.pool_factor)
+                        pixel_threshold=cfg.threshold_px, prior_thresholds=thresholds, perturb=cfg.perturb)
     folder = Path(out) / split
     folder.mkdir(parents=True, exist_ok=True)
     n_parts = math.ceil(len(targets) / cfg.part_size)

@@ -12,6 +12,11 @@ Two kinds of moves (reasoning and measured acceptance: docs/multihands.md):
   scale log-uniformly in ``[min_step, 1]`` that multiplies all its constrained noise, so every
   round mixes tiny steps (almost always accepted) with large ones (rarely accepted, but they
   travel far); this needs no per-image tuning whatever the crop size or threshold.
+* **depth-scale** moves: the wrist moves along its camera ray by ``exp(δ)`` and the shape
+  grows by the same factor (``β += δ · scale_direction``, the least-squares shape direction of
+  uniform scaling, :func:`scale_direction`), so the whole hand scales about the camera centre
+  and its projection hardly changes: the classic depth/size ambiguity of one view, bounded by
+  the shape limit of criterion 3.
 * **free** moves change only joints occluded in the ground truth: a finger joint is *free*
   when every joint it moves (its descendants) is occluded. A free joint takes, with
   probability ``free_resample``, the rotation of a fresh draw from the hand model's pose
@@ -30,7 +35,7 @@ from torch import Tensor
 from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
 from handflow.geometry.rotations import axis_angle_to_matrix
 
-__all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints"]
+__all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints", "scale_direction"]
 
 NUM_FINGER_JOINTS = NUM_MANO_JOINTS - 1
 
@@ -79,6 +84,7 @@ class PerturbConfig:
             in a proposal (independently per move type and hand).
         min_step: smallest per-proposal step scale (log-uniform in ``[min_step, 1]``).
         free_resample: probability that a free finger joint takes a fresh prior rotation.
+        depth_scale: std of ``δ`` of a depth-scale move (at step 1).
     """
 
     finger: float = 0.2
@@ -89,6 +95,7 @@ class PerturbConfig:
     move_probability: float = 0.5
     min_step: float = 1.0 / 32.0
     free_resample: float = 0.5
+    depth_scale: float = 0.05
 
 
 def moved_joints() -> Tensor:
@@ -124,6 +131,21 @@ def free_joint_mask(gt_visible: Tensor) -> Tensor:
     return ~(vis & moved).any(-1)
 
 
+@torch.no_grad()
+def scale_direction(model: object, side: str = "right") -> Tensor:
+    """(10,) shape change per unit of log-scale: the least-squares ``b`` with
+    ``J(β = b·ε) ≈ (1 + ε) J(0)`` for the rest-pose joints (wrist at the origin), from finite
+    differences of the model itself (any backend). For ``openhand`` it is ≈ ``(1/0.06) e_0``.
+    """
+    eye = torch.eye(3, dtype=torch.float64).expand(1, NUM_MANO_JOINTS, 3, 3)
+    nb = 10
+    j0 = model(eye.float(), torch.zeros(1, nb), side=side).joints.double()[0]  # (21, 3)
+    cols = [(model(eye.float(), torch.eye(nb)[k : k + 1], side=side).joints.double()[0] - j0).flatten()
+            for k in range(nb)]
+    A = torch.stack(cols, 1)  # (63, 10): d joints / d beta
+    return torch.linalg.lstsq(A, j0.flatten()[:, None]).solution[:, 0].float()
+
+
 def _randn(shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
     return torch.randn(*shape, generator=g, dtype=like.dtype).to(like.device)
 
@@ -138,6 +160,7 @@ def perturb(
     g: torch.Generator,
     free: Tensor | None = None,
     prior: object | None = None,
+    scale_dir: Tensor | None = None,
 ) -> TwoHandState:
     """One random perturbation of every proposal.
 
@@ -152,6 +175,7 @@ def perturb(
         g: CPU generator (the draws do not depend on the device).
         free: optional (P, 2, 15) bool, finger joints free to move (:func:`free_joint_mask`).
         prior: the hand model's ``pose_prior`` (needed when ``free`` is given).
+        scale_dir: optional (2, 10) per hand, :func:`scale_direction`; enables depth-scale moves.
 
     Returns:
         New :class:`TwoHandState` with P proposals.
@@ -182,4 +206,8 @@ def perturb(
     d = _randn((P, 2, 1), g, R) * (cfg.log_depth * step)[:, None, None] * moves(cfg.move_probability)[..., None]
     b = _randn(tuple(state.betas.shape), g, R) * (cfg.betas * step)[:, None, None]
     b = b * moves(cfg.move_probability)[..., None]
+    if scale_dir is not None:
+        ds = _randn((P, 2, 1), g, R) * (cfg.depth_scale * step)[:, None, None] * moves(cfg.move_probability)[..., None]
+        d = d + ds
+        b = b + ds * scale_dir.to(dev, dt)
     return TwoHandState(R, state.betas + b, state.root * torch.exp(d))
