@@ -114,8 +114,33 @@ def test_perturb_free_joints_resample_from_prior_and_others_untouched() -> None:
     st = TwoHandState(R, torch.zeros(P, 2, 10), torch.tensor([0.0, 0.0, 500.0]).expand(P, 2, 3).clone())
     free = torch.zeros(P, 2, 15, dtype=torch.bool)
     free[:, 0, 2] = True
-    cfg = PerturbConfig(finger_fraction=0.0, move_probability=0.0, free_resample=1.0)
+    cfg = PerturbConfig(finger_fraction=0.0, move_probability=0.0, free_resample=1.0, free_probability=1.0)
     out = perturb(st, cfg, torch.Generator().manual_seed(1), free=free, prior=model.pose_prior)
     changed = ~torch.isclose(out.rotmats, st.rotmats, atol=1e-7).flatten(-2).all(-1)  # (P, 2, 16)
     assert changed[:, 0, 3].all() and changed.sum() == P  # exactly the free joint of every proposal
     assert torch.equal(out.root, st.root) and torch.equal(out.betas, st.betas)
+
+
+def test_free_proposals_leave_visible_joints_in_place() -> None:
+    from handflow.constants import IH_JOINT_NAMES
+    from handflow.hand.registry import load_hand_model
+    from handflow.multihands.engine import joints_two_hands
+
+    model = load_hand_model("openhand")
+    P = 32
+    g = torch.Generator().manual_seed(2)
+    R = torch.cat([torch.eye(3).expand(P, 2, 1, 3, 3),
+                   torch.stack([model.pose_prior.sample(P, side=s, generator=g) for s in ("right", "left")], 1)], 2)
+    st = TwoHandState(R, torch.zeros(P, 2, 10), torch.tensor([0.0, 0.0, 500.0]).expand(P, 2, 3).clone())
+    vis = torch.ones(1, 42, dtype=torch.bool)
+    hidden = [IH_JOINT_NAMES.index(n) for n in ("middle4", "middle3", "middle2", "thumb4")]
+    vis[0, hidden] = False
+    vis[0, [21 + h for h in hidden]] = False
+    free = free_joint_mask(vis).expand(P, 2, 15)
+    cfg = PerturbConfig(free_probability=1.0, free_resample=1.0)
+    out = perturb(st, cfg, torch.Generator().manual_seed(3), free=free, prior=model.pose_prior)
+    j0, j1 = joints_two_hands(model, st), joints_two_hands(model, out)
+    # fingertips are skinned vertices with small weights on neighbouring fingers' joints, so a
+    # visible tip may move by a few hundredths of a mm (far below T); FK joints do not move at all
+    torch.testing.assert_close(j1[:, vis[0]], j0[:, vis[0]], atol=0.2, rtol=0)
+    assert (j1[:, ~vis[0]] - j0[:, ~vis[0]]).norm(dim=-1).amax() > 5.0  # hidden joints did move

@@ -18,10 +18,14 @@ Two kinds of moves (reasoning and measured acceptance: docs/multihands.md):
   and its projection hardly changes: the classic depth/size ambiguity of one view, bounded by
   the shape limit of criterion 3.
 * **free** moves change only joints occluded in the ground truth: a finger joint is *free*
-  when every joint it moves (its descendants) is occluded. A free joint takes, with
-  probability ``free_resample``, the rotation of a fresh draw from the hand model's pose
-  prior: a hidden finger jumps to another natural articulation in one step, which is where
-  most of the occlusion ambiguity lies.
+  when every joint it moves (its descendants) is occluded. A free joint moves, with
+  probability ``free_resample``, towards the rotation of a fresh draw from the hand model's
+  pose prior, by a uniform random fraction of the way (geodesic interpolation): a hidden finger
+  can reach any other natural articulation, in small or large steps.
+
+Each proposal is either a *free* proposal (probability ``free_probability``, only free joints
+move; falls back to a constrained one where an image has no free joint) or a *constrained*
+one (free joints untouched), so that the two kinds do not spoil each other's acceptance.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
-from handflow.geometry.rotations import axis_angle_to_matrix
+from handflow.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints", "scale_direction"]
 
@@ -85,6 +89,7 @@ class PerturbConfig:
         min_step: smallest per-proposal step scale (log-uniform in ``[min_step, 1]``).
         free_resample: probability that a free finger joint takes a fresh prior rotation.
         depth_scale: std of ``δ`` of a depth-scale move (at step 1).
+        free_probability: probability that a proposal is a free proposal.
     """
 
     finger: float = 0.2
@@ -95,7 +100,8 @@ class PerturbConfig:
     move_probability: float = 0.5
     min_step: float = 1.0 / 32.0
     free_resample: float = 0.5
-    depth_scale: float = 0.05
+    depth_scale: float = 0.15
+    free_probability: float = 0.3
 
 
 def moved_joints() -> Tensor:
@@ -186,21 +192,28 @@ def perturb(
     log_min = math.log(cfg.min_step)
     step = torch.exp(_rand((P,), g, dev) * log_min).to(dt)  # log-uniform in [min_step, 1]
     eye = torch.eye(3, dtype=dt, device=dev)
+    is_free = _rand((P,), g, dev) < cfg.free_probability
+    if free is None:
+        is_free &= False
+    else:
+        is_free &= free.flatten(1).any(1)
 
     def moves(p: float) -> Tensor:
-        return _rand((P, 2), g, dev) < p
+        return (_rand((P, 2), g, dev) < p) & ~is_free[:, None]
 
     aa = _randn((P, 2, NUM_FINGER_JOINTS, 3), g, R) * (cfg.finger * step)[:, None, None, None]
-    active = _rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.finger_fraction
+    active = (_rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.finger_fraction) & ~is_free[:, None, None]
     if free is not None:
         active &= ~free
     R[:, :, 1:] = R[:, :, 1:] @ torch.where(active[..., None, None], axis_angle_to_matrix(aa), eye)
     if free is not None:
         if prior is None:
             raise ValueError("perturb: free joints need the pose prior (pass prior=model.pose_prior)")
-        take = free & (_rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.free_resample)
+        take = free & is_free[:, None, None] & (_rand((P, 2, NUM_FINGER_JOINTS), g, dev) < cfg.free_resample)
         fresh = torch.stack([prior.sample(P, side=s, generator=g).to(dev, dt) for s in SIDES], 1)
-        R[:, :, 1:] = torch.where(take[..., None, None], fresh, R[:, :, 1:])
+        frac = _rand((P, 2, NUM_FINGER_JOINTS), g, dev).to(dt)
+        rel = matrix_to_axis_angle(R[:, :, 1:].transpose(-1, -2) @ fresh) * frac[..., None]
+        R[:, :, 1:] = torch.where(take[..., None, None], R[:, :, 1:] @ axis_angle_to_matrix(rel), R[:, :, 1:])
     aa = _randn((P, 2, 3), g, R) * (cfg.global_rot * step)[:, None, None] * moves(cfg.move_probability)[..., None]
     R[:, :, 0] = axis_angle_to_matrix(aa) @ R[:, :, 0]
     d = _randn((P, 2, 1), g, R) * (cfg.log_depth * step)[:, None, None] * moves(cfg.move_probability)[..., None]
