@@ -384,3 +384,32 @@ def test_show_figure(run, tmp_path) -> None:
     with pytest.raises(ValueError, match="no annotation"):
         plot_multihands(None, torch.as_tensor(rec.K), torch.as_tensor(rec.gt_joints), torch.zeros(0, NUM_JOINTS, 3),
                         torch.as_tensor(rec.gt_visible), tmp_path / "x.png", SIZE)
+
+
+def test_cli_generate_and_show(items, model, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import handflow.cli.multihands as cli_mh
+    import handflow.multihands.generate as gen
+    from handflow.cli import app
+
+    monkeypatch.setattr(gen, "dataset_targets", lambda data, split, size, hm: targets_from_items(items, size))
+    monkeypatch.setattr(gen, "default_visibility", batch_visibility)
+    monkeypatch.setattr(cli_mh, "_load_image", lambda *a: None)
+    runner = CliRunner()
+    args = ["multihands", "--data", str(tmp_path), "--split", "test", "--num", "4", "--out", str(tmp_path / "mh"),
+            "--rounds", "2", "--proposals", "16", "--image-size", str(SIZE), "--part-size", "4", "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "fewer than N" in r.output and (tmp_path / "mh" / "test" / "summary.json").is_file()
+    r2 = runner.invoke(app, args)
+    assert "skipped (already done) [0, 1]" in r2.output
+    bad = runner.invoke(app, args + ["--shard", "2/2"])
+    assert bad.exit_code != 0 and "0 <= i < n" in " ".join(bad.output.split())
+    fig = tmp_path / "fig.png"
+    r3 = runner.invoke(app, ["multihands", "show", "--data", str(tmp_path), "--multihands", str(tmp_path / "mh"),
+                             "--split", "test", "--index", "0", "--out", str(fig)])
+    assert r3.exit_code == 0, r3.output
+    assert fig.stat().st_size > 10_000
+    r4 = runner.invoke(app, ["multihands", "show", "--data", ".", "--multihands", str(tmp_path / "mh"), "--index", "99"])
+    assert r4.exit_code != 0 and "annotated images" in " ".join(r4.output.split())

@@ -15,6 +15,7 @@ back from the saved parameters (``handflow.params.unpack``), with no float drift
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -305,11 +306,13 @@ def run_batch(
     shape_bound = gt_state.betas.abs().flatten(1).amax(1).clamp_min(cfg.shape_bound)
     scale_dir = torch.stack([scale_direction(model, s) for s in SIDES]).to(dev) if cfg.depth_scale_moves else None
     img = torch.arange(I, device=dev).repeat_interleave(Q)
+    # prior draws use the CPU generator: sample from a CPU copy of the prior on other devices
+    prior = model.pose_prior if dev.type == "cpu" else copy.deepcopy(model.pose_prior).cpu()
     stats = CriterionStats()
     for _ in range(cfg.rounds):
         parents = TwoHandState.cat(
             [seeds[i].index(torch.randint(len(seeds[i]), (Q,), generator=generator).to(dev)) for i in range(I)])
-        raw = perturb(parents, cfg.perturb, generator, free=free[img], prior=model.pose_prior, scale_dir=scale_dir)
+        raw = perturb(parents, cfg.perturb, generator, free=free[img], prior=prior, scale_dir=scale_dir)
         # canonical form: what is checked is exactly what unpack(saved params) gives back
         y = params_from_state(raw, targets.K[img], S).float()
         props = state_from_params(y, targets.K[img], S)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
+from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_BETAS, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
 from handflow.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints", "scale_direction"]
@@ -143,13 +143,13 @@ def scale_direction(model: object, side: str = "right") -> Tensor:
     ``J(β = b·ε) ≈ (1 + ε) J(0)`` for the rest-pose joints (wrist at the origin), from finite
     differences of the model itself (any backend). For ``openhand`` it is ≈ ``(1/0.06) e_0``.
     """
-    eye = torch.eye(3, dtype=torch.float64).expand(1, NUM_MANO_JOINTS, 3, 3)
-    nb = 10
-    j0 = model(eye.float(), torch.zeros(1, nb), side=side).joints.double()[0]  # (21, 3)
-    cols = [(model(eye.float(), torch.eye(nb)[k : k + 1], side=side).joints.double()[0] - j0).flatten()
-            for k in range(nb)]
-    A = torch.stack(cols, 1)  # (63, 10): d joints / d beta
-    return torch.linalg.lstsq(A, j0.flatten()[:, None]).solution[:, 0].float()
+    dev = next(iter(model.buffers())).device if any(True for _ in model.buffers()) else torch.device("cpu")
+    nb = NUM_BETAS
+    eye = torch.eye(3, device=dev).expand(nb + 1, NUM_MANO_JOINTS, 3, 3)
+    betas = torch.cat([torch.zeros(1, nb), torch.eye(nb)]).to(dev)
+    j = model(eye, betas, side=side).joints.double().cpu()  # (11, 21, 3): rest, then one beta each
+    A = (j[1:] - j[0]).flatten(1).T  # (63, 10): d joints / d beta
+    return torch.linalg.lstsq(A, j[0].flatten()[:, None]).solution[:, 0].float()
 
 
 def _randn(shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
