@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.geometry.camera import project
 from handflow.multihands.checks import default_pixel_threshold, prior_threshold
 from handflow.multihands.engine import (
     CriterionStats,
@@ -186,7 +187,8 @@ def _batch_seed(seed: int, part: int, batch: int) -> int:
 
 
 def _run_part(model: Any, targets: Targets, cfg: GenerateConfig, ecfg: EngineConfig, vis: VisibilityFn,
-              part: int, device: torch.device, on_images: Callable[[int], None]) -> tuple[dict[str, np.ndarray], CriterionStats]:
+              part: int, device: torch.device,
+              on_images: Callable[[int], None]) -> tuple[dict[str, np.ndarray], CriterionStats, dict[str, float]]:
     M, N = len(targets), cfg.num
     params = np.full((M, N, PARAM_DIM), np.nan, np.float32)
     joints = np.full((M, N, NUM_JOINTS, 3), np.nan, np.float32)
@@ -206,11 +208,15 @@ def _run_part(model: Any, targets: Targets, cfg: GenerateConfig, ecfg: EngineCon
     with torch.no_grad():
         t = targets.to(device)
         gt_joints = joints_two_hands(model, state_from_params(t.params, t.K, t.size))
+        fit_px = (project(gt_joints, t.K) - t.gt_2d).norm(dim=-1)[t.gt_visible].float().cpu()
     arrays = dict(image_ids=targets.image_ids.numpy().astype(np.int64), count=count, params=params, joints=joints,
                   gt_params=targets.params.numpy().astype(np.float32),
                   gt_joints=gt_joints.float().cpu().numpy(), gt_visible=targets.gt_visible.numpy(),
                   K=targets.K.numpy().astype(np.float32))
-    return arrays, stats
+    # how far the ground-truth parameters' projection is from the annotated 2D joints (visible)
+    stats_fit = {"mean": float(fit_px.mean()) if fit_px.numel() else 0.0,
+                 "max": float(fit_px.max()) if fit_px.numel() else 0.0}
+    return arrays, stats, stats_fit
 
 
 def generate(
@@ -267,7 +273,8 @@ def generate(
               "seed": cfg.seed, "config": cfg.to_json(), "fingerprint": cfg.fingerprint(),
               "thresholds": {"pixel": cfg.threshold_px, "pixel_fraction_of_crop": cfg.threshold_px / cfg.image_size,
                              "prior_log_prob": thresholds, "prior_quantile": cfg.prior_quantile,
-                             "collision": "handflow.hand.collision.collide (1-sigma Gaussian proxy spheres)"},
+                             "collision": "handflow.hand.collision.collide (1-sigma Gaussian proxy spheres)",
+                             "shape_abs_beta": ecfg.shape_bound, "reference_2d": ecfg.reference_2d},
               "num_parts": n_parts, "num_images": len(targets)}
     todo, skipped = [], []
     for c in mine:
@@ -284,8 +291,9 @@ def generate(
     written = []
     for c in todo:
         part_t = targets.index(slice(c * cfg.part_size, (c + 1) * cfg.part_size))
-        arrays, stats = _run_part(model, part_t, cfg, ecfg, vis, c, dev, bar.update)
+        arrays, stats, fit = _run_part(model, part_t, cfg, ecfg, vis, c, dev, bar.update)
         meta = {**common, "part": c, "stats": stats.to_json(), "rates": stats.rates(),
+                "gt_params_vs_annotated_2d_px": fit,
                 "images_with_fewer_than_num": int((arrays["count"] < cfg.num).sum())}
         write_part(folder / part_name(c), arrays, meta)
         written.append(c)
