@@ -78,7 +78,16 @@ def _splat(verts, faces, joints, K, hw):
     return vis.reshape(P, 2, NUM_HAND_JOINTS)
 
 
-def visibility_backend():
+def no_visibility(verts, faces, joints, K, hw):
+    """Stub: nothing visible (criterion 2 always passes). Measures the engine without rendering."""
+    return torch.zeros(joints.shape[:3], dtype=torch.bool, device=joints.device)
+
+
+def visibility_backend(kind: str = "auto"):
+    if kind == "none":
+        return no_visibility, "NONE (stub: criterion 2 always passes; engine cost without rendering)"
+    if kind == "splat":
+        return splat_visibility, "STAND-IN dense surface splat"
     try:
         from handflow.multihands.generate import default_visibility
 
@@ -157,12 +166,15 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--visibility", choices=("auto", "splat", "none"), default="auto",
+                    help="auto: handflow.render if installed, else the splat stand-in")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--proposals", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = load_hand_model("openhand")
-    vis_fn, vis_name = visibility_backend()
+    vis_fn, vis_name = visibility_backend(args.visibility)
+    scene_vis = visibility_backend("auto" if args.visibility == "none" else args.visibility)[0]
     if args.data:
         from handflow.multihands.generate import dataset_targets
 
@@ -170,7 +182,7 @@ def main() -> None:
         targets = targets.index(slice(0, args.images))
         src = f"{args.data} ({args.split})"
     else:
-        targets = targets_from_items(prior_scenes(model, args.images, args.size, args.seed, vis_fn), args.size)
+        targets = targets_from_items(prior_scenes(model, args.images, args.size, args.seed, scene_vis), args.size)
         src = "prior-sample interacting scenes"
     cfg = GenerateConfig(image_size=args.size, batch_images=args.batch_images)
     cfg.rounds = args.rounds or cfg.rounds

@@ -20,9 +20,11 @@ from handflow.geometry.camera import project
 from handflow.hand.collision import collide
 from handflow.hand.registry import load_hand_model
 from handflow.multihands import io as mh_io
-from handflow.multihands.engine import pose_joints
+from handflow.multihands.posing import MESH_CHUNK, pose_joints, pose_meshes
 from handflow.multihands.generate import GenerateConfig, generate, targets_from_items
 from handflow.params import pack, pack_hand, unpack
+
+from conftest import random_rotmats
 
 SIZE = 48
 FOCAL = 80.0
@@ -173,10 +175,20 @@ def run(model, items, tmp_path_factory):
 
 def test_pose_joints_matches_full_forward(model) -> None:
     g = torch.Generator().manual_seed(0)
+    n = MESH_CHUNK + 3  # spans two skinning chunks
     for side in SIDES:
-        R = torch.cat([torch.eye(3).expand(5, 1, 3, 3), model.pose_prior.sample(5, side=side, generator=g)], 1)
-        b = torch.randn(5, 10, generator=g)
-        torch.testing.assert_close(pose_joints(model, R, b, side), model(R, b, side=side).joints, atol=1e-4, rtol=0)
+        R = torch.cat([torch.eye(3).expand(n, 1, 3, 3), model.pose_prior.sample(n, side=side, generator=g)], 1)
+        R[:, 0] = random_rotmats(n, g, torch.float32)
+        b = torch.randn(n, 10, generator=g)
+        ref = model(R, b, side=side)
+        torch.testing.assert_close(pose_joints(model, R, b, side), ref.joints, atol=1e-4, rtol=0)
+        fast = pose_meshes(model, R, b, side)
+        torch.testing.assert_close(fast.vertices, ref.vertices, atol=1e-3, rtol=0)
+        torch.testing.assert_close(fast.joints, ref.joints, atol=1e-3, rtol=0)
+        # float64: the fast path is the same function, not an approximation
+        f64 = pose_meshes(model, R.double(), b.double(), side)
+        r64 = model(R.double(), b.double(), side=side)
+        torch.testing.assert_close(f64.vertices, r64.vertices, atol=1e-9, rtol=0)
 
 
 def test_every_accepted_annotation_passes_all_criteria_rechecked(run, items, model) -> None:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from handflow.constants import MANO21_TO_IH, MANO_PARENTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.constants import NUM_JOINTS, PARAM_DIM, SIDES
 from handflow.geometry.camera import project
-from handflow.hand.base import HandModel, HandOutput, lbs, mirror_rotmats
+from handflow.hand.base import HandModel
 from handflow.multihands.checks import (
     SHAPE_BOUND,
     check_no_collision,
@@ -34,6 +34,7 @@ from handflow.multihands.checks import (
     check_shape,
 )
 from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, perturb, scale_direction
+from handflow.multihands.posing import joints_two_hands, pose_joints, pose_two_hands
 from handflow.params import pack, pack_hand, unpack
 
 __all__ = [
@@ -190,55 +191,6 @@ def params_from_state(state: TwoHandState, K: Tensor, size: int) -> Tensor:
     """Inverse of :func:`state_from_params`: (P, 218)."""
     hands = [pack_hand(state.rotmats[:, h], state.betas[:, h], state.root[:, h], K, size) for h in range(2)]
     return pack(*hands)
-
-
-def _has_fast_joints(model: HandModel) -> bool:
-    """True for backends whose joints are LBS joints + skinned tip vertices and whose left hand
-    is the default mirror (``openhand``); others fall back to the full forward pass."""
-    need = ("v_template", "shapedirs", "j_template", "j_shapedirs", "weights", "tip_vertices")
-    return all(hasattr(model, a) for a in need) and type(model)._forward_left is HandModel._forward_left
-
-
-def pose_joints(model: HandModel, rotmats: Tensor, betas: Tensor, side: str) -> Tensor:
-    """Joints only, without skinning the whole mesh: (P, 21, 3) mm, wrist at the origin.
-
-    Equals ``model(rotmats, betas, side).joints`` (tested); about an order of magnitude cheaper
-    for ``openhand`` because only the five fingertip vertices are skinned.
-    """
-    if not _has_fast_joints(model):
-        return model(rotmats, betas, side=side).joints
-    mirror = side == "left"
-    R = mirror_rotmats(rotmats) if mirror else rotmats
-    dt = R.dtype
-    b = betas.to(dt)
-    tips = model.tip_vertices
-    v_tips = model.v_template[tips].to(dt) + torch.einsum("vkl,bl->bvk", model.shapedirs[tips].to(dt), b)
-    j_rest = model.j_template.to(dt) + torch.einsum("jkl,bl->bjk", model.j_shapedirs.to(dt), b)
-    v, j = lbs(v_tips, j_rest, R, MANO_PARENTS, model.weights[tips])
-    out = torch.cat([j, v], 1)[:, list(MANO21_TO_IH)]
-    if mirror:
-        out = out * torch.tensor([-1.0, 1.0, 1.0], dtype=dt, device=out.device)
-    return out
-
-
-def pose_two_hands(model: HandModel, state: TwoHandState) -> tuple[Tensor, dict[str, HandOutput]]:
-    """Pose both hands (full meshes) in the camera frame.
-
-    Returns:
-        joints (P, 42, 3) mm and per side the camera-frame :class:`HandOutput`.
-    """
-    outs = {
-        side: model(state.rotmats[:, h], state.betas[:, h], side=side).translate(state.root[:, h])
-        for h, side in enumerate(SIDES)
-    }
-    return torch.cat([outs["right"].joints, outs["left"].joints], 1), outs
-
-
-def joints_two_hands(model: HandModel, state: TwoHandState) -> Tensor:
-    """Camera-frame joints of both hands without the meshes: (P, 42, 3) mm."""
-    return torch.cat(
-        [pose_joints(model, state.rotmats[:, h], state.betas[:, h], side) + state.root[:, h, None]
-         for h, side in enumerate(SIDES)], 1)
 
 
 def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets, cfg: EngineConfig,

@@ -170,7 +170,13 @@ def dataset_targets(data: str | Path, split: str, image_size: int, hand_model: s
 def default_visibility() -> VisibilityFn:
     """Adapter from :func:`handflow.render.visibility.joint_visibility_batch` to the engine's
     :data:`~handflow.multihands.engine.VisibilityFn`."""
-    from handflow.render.visibility import joint_visibility_batch
+    try:
+        from handflow.render.visibility import joint_visibility_batch
+    except ImportError as e:
+        raise ImportError(
+            "MultiHands criterion 2 needs handflow.render.visibility.joint_visibility_batch (the data/render "
+            f"issue), which is not importable here ({e}); pass visibility=... to generate() to use another backend"
+        ) from e
 
     def vis(verts: Tensor, faces: list[Tensor], joints: Tensor, K: Tensor, hw: tuple[int, int]) -> Tensor:
         out = joint_visibility_batch([verts[:, 0], verts[:, 1]], faces, [joints[:, 0], joints[:, 1]], K, hw)
