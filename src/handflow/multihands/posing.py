@@ -32,7 +32,8 @@ def has_fast_path(model: HandModel) -> bool:
     """True for backends whose joints are LBS joints + skinned tip vertices and whose left hand
     is the default mirror (``openhand``); others fall back to the full forward pass."""
     need = ("v_template", "shapedirs", "j_template", "j_shapedirs", "weights", "tip_vertices")
-    return all(hasattr(model, a) for a in need) and type(model)._forward_left is HandModel._forward_left
+    return (getattr(model, "name", None) == "openhand" and not hasattr(model, "posedirs")
+            and all(hasattr(model, a) for a in need) and type(model)._forward_left is HandModel._forward_left)
 
 
 def _rest_joints(model: HandModel, b: Tensor) -> Tensor:
