@@ -1,0 +1,1 @@
+"""Test and benchmark utilities (fixtures written in real on-disk formats)."""
