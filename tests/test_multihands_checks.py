@@ -74,6 +74,11 @@ def test_io_round_trip_and_atomicity(tmp_path) -> None:
     assert rec[11].params.shape == (2, 218) and rec[12].joints.shape == (0, 42, 3)
     np.testing.assert_array_equal(rec[10].joints, joints[0])
     assert rec[10].gt_visible.dtype == bool and rec[10].K.shape == (3, 3)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(rec))  # DataLoader workers: no memory map is pickled
+    np.testing.assert_array_equal(again[10].params, rec[10].params)
+    assert 99 not in rec and len(rec) == 3
     (tmp_path / "test" / part_name(0) / "meta.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         load(tmp_path, "test")

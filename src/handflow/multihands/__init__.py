@@ -5,6 +5,6 @@
 >>> records[42].params.shape, records[42].joints.shape   # (n, 218), (n, 42, 3) mm
 """
 
-from handflow.multihands.io import MultiHandsRecord, load
+from handflow.multihands.io import MultiHandsIndex, MultiHandsRecord, load
 
-__all__ = ["MultiHandsRecord", "load"]
+__all__ = ["MultiHandsIndex", "MultiHandsRecord", "load"]

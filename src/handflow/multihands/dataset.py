@@ -22,6 +22,7 @@ the annotations belong to other data and raises an error.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def _to_item_frame(rec: MultiHandsRecord, y_item: Tensor, K_item: Tensor, size: 
 
 def attach_multihands(
     item: dict[str, Any],
-    records: dict[int, MultiHandsRecord],
+    records: Mapping[int, MultiHandsRecord],
     n_max: int,
     image_size: int | None = None,
     seed: int = 0,

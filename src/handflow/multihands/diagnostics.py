@@ -20,6 +20,7 @@ sub-``T`` level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -79,15 +80,21 @@ def _dist(values: list[float]) -> dict[str, float]:
             "count": int(v.size)}
 
 
-def summarize(records: dict[int, MultiHandsRecord], num: int) -> dict[str, Any]:
+def summarize(records: Mapping[int, MultiHandsRecord], num: int) -> dict[str, Any]:
     """Split-level summary: distributions over images of every per-image diagnostic.
 
     Args:
         records: from :func:`handflow.multihands.load`.
         num: N, the requested annotations per image.
     """
-    counts = np.array([r.params.shape[0] for r in records.values()], dtype=np.int64)
-    per = [d for d in (image_diagnostics(r) for r in records.values()) if d is not None]
+    counts_l: list[int] = []
+    per: list[dict[str, float]] = []
+    for r in records.values():  # one pass: records may be read lazily from disk
+        counts_l.append(r.params.shape[0])
+        d = image_diagnostics(r)
+        if d is not None:
+            per.append(d)
+    counts = np.asarray(counts_l, dtype=np.int64)
     keys = per[0].keys() if per else ()
     return {
         "num_images": len(records),

@@ -35,12 +35,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MultiHandsRecord", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic", "FORMAT_VERSION"]
+__all__ = ["MultiHandsRecord", "MultiHandsIndex", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _ARRAYS = ("image_ids", "count", "params", "joints", "gt_params", "gt_joints", "gt_visible", "K")
@@ -126,12 +127,76 @@ def write_part(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     return folder
 
 
-def load(root: str | Path, split: str) -> dict[int, MultiHandsRecord]:
-    """Read all parts of ``root/<split>`` into ``{image_id: MultiHandsRecord}``.
+class MultiHandsIndex(Mapping[int, MultiHandsRecord]):
+    """Read-only mapping ``image_id -> MultiHandsRecord`` over the parts of one split.
+
+    Only the small ``image_ids``/``count`` arrays are read up front; a record is read from the
+    memory-mapped part arrays when it is accessed, so a training split of any size costs a few
+    bytes per image of RAM. Safe to pass to DataLoader workers (the memory maps are reopened
+    in each process, never pickled).
+    """
+
+    def __init__(self, folder: Path, parts: list[Path]) -> None:
+        self.folder = folder
+        self.parts = parts
+        self.image_size: dict[int, int] = {}
+        self._where: dict[int, tuple[int, int]] = {}
+        for k, p in enumerate(parts):
+            meta = read_part_meta(p)
+            if meta is None:
+                raise FileNotFoundError(f"{p} has no meta.json (not written by handflow multihands?)")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"{p}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+            self.image_size[k] = int(meta.get("image_size", 0))
+            missing = [a for a in _ARRAYS if not (p / f"{a}.npy").is_file()]
+            if missing:
+                raise FileNotFoundError(f"{p} lacks {missing}; delete the part and rerun to regenerate it")
+            for m, iid in enumerate(np.load(p / "image_ids.npy").tolist()):
+                if iid in self._where:
+                    raise ValueError(f"image id {iid} appears in two parts (second: {p})")
+                self._where[int(iid)] = (k, m)
+        self._arrays: dict[int, dict[str, np.ndarray]] = {}
+
+    def _part(self, k: int) -> dict[str, np.ndarray]:
+        if k not in self._arrays:
+            self._arrays[k] = {a: np.load(self.parts[k] / f"{a}.npy", mmap_mode="r") for a in _ARRAYS}
+        return self._arrays[k]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}
+
+    def __getitem__(self, image_id: int) -> MultiHandsRecord:
+        k, m = self._where[int(image_id)]
+        a = self._part(k)
+        n = int(a["count"][m])
+        return MultiHandsRecord(
+            params=np.array(a["params"][m, :n]),
+            joints=np.array(a["joints"][m, :n]),
+            gt_params=np.array(a["gt_params"][m]),
+            gt_joints=np.array(a["gt_joints"][m]),
+            gt_visible=np.array(a["gt_visible"][m]),
+            K=np.array(a["K"][m]),
+            image_size=self.image_size[k],
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._where
+
+
+def load(root: str | Path, split: str) -> MultiHandsIndex:
+    """Open all finished parts of ``root/<split>``: a mapping ``{image_id: MultiHandsRecord}``
+    (records are read lazily from memory-mapped arrays).
 
     Raises:
-        FileNotFoundError: no such folder or no finished part in it.
-        ValueError: a part from another format version, or an image id present twice.
+        FileNotFoundError: no such folder, no finished part in it, or a part lacking a file.
+        ValueError: a part from another format version, a corrupt meta.json, or an image id
+            present twice.
     """
     folder = Path(root) / split
     if not folder.is_dir():
@@ -140,25 +205,4 @@ def load(root: str | Path, split: str) -> dict[int, MultiHandsRecord]:
     parts = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("part-"))
     if not parts:
         raise FileNotFoundError(f"{folder} holds no finished part (an interrupted run? rerun it to resume)")
-    out: dict[int, MultiHandsRecord] = {}
-    for p in parts:
-        meta = read_part_meta(p)
-        if meta is None:
-            raise FileNotFoundError(f"{p} has no meta.json (not written by handflow multihands?)")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{p}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
-        a = {k: np.load(p / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
-        for m, iid in enumerate(a["image_ids"].tolist()):
-            if iid in out:
-                raise ValueError(f"image id {iid} appears in two parts (second: {p})")
-            n = int(a["count"][m])
-            out[iid] = MultiHandsRecord(
-                params=np.array(a["params"][m, :n]),
-                joints=np.array(a["joints"][m, :n]),
-                gt_params=np.array(a["gt_params"][m]),
-                gt_joints=np.array(a["gt_joints"][m]),
-                gt_visible=np.array(a["gt_visible"][m]),
-                K=np.array(a["K"][m]),
-                image_size=int(meta.get("image_size", 0)),
-            )
-    return out
+    return MultiHandsIndex(folder, parts)
