@@ -107,8 +107,12 @@ def single_visibility(model, rotmats, betas, root, K):
     if _render_available():
         from handflow.render.visibility import joint_visibility
 
-        meshes = [(o.vertices[0], model.faces_for(s)) for o, s in zip(outs, SIDES)]
-        vis = joint_visibility(meshes, [o.joints[0] for o in outs], K, (SIZE, SIZE))
+        from handflow.render import Mesh
+
+        # the dataset's calling convention (handflow.data.synth.frames): hand ids 0 right, 1 left
+        meshes = [Mesh(vertices=o.vertices[0].float(), faces=model.faces_for(s), color=torch.tensor([0.8, 0.6, 0.5]),
+                       part_labels=model.part_labels, hand_id=h) for h, (o, s) in enumerate(zip(outs, SIDES))]
+        vis = joint_visibility(meshes, [o.joints[0].float() for o in outs], K.float(), (SIZE, SIZE))
         return torch.cat([torch.as_tensor(v) for v in vis])
     return torch.cat(_splat_single([o.vertices[0] for o in outs], [o.joints[0] for o in outs], K, (SIZE, SIZE)))
 
