@@ -164,3 +164,33 @@ def test_scale_direction_scales_the_hand_about_the_wrist() -> None:
         j1 = model(eye, (eps * b)[None], side=side).joints[0]
         # the residual of uniform scaling is far below a millimetre on a ~185 mm hand
         assert float((j1 - (1 + eps) * j0).norm(dim=-1).max()) < 0.05
+
+
+def test_collision_tolerates_no_more_than_the_ground_truth_penetration() -> None:
+    from handflow.hand.collision import collide, penetration
+    from handflow.hand.registry import load_hand_model
+    from handflow.multihands.checks import check_no_collision, check_prior
+
+    model = load_hand_model("openhand")
+    eye = torch.eye(3).expand(1, 16, 3, 3)
+    jr = model(eye, torch.zeros(1, 10), side="right").joints
+    jl = model(eye, torch.zeros(1, 10), side="left").joints
+    gaps = torch.tensor([200.0, 40.0, 30.0, 20.0, 10.0])  # left hand shifted along x, mm
+    R = jr.expand(5, -1, -1)
+    L = jl + torch.stack([gaps, torch.zeros(5), torch.zeros(5)], 1)[:, None]
+    hit = collide(R, L)
+    assert not hit[0] and hit[-1]
+    pen = penetration(R, L)
+    assert bool((pen[1:].diff() >= 0).all())  # closer -> deeper
+    tol = torch.full((5,), float(pen[2]))  # the ground truth sat at gap 30 mm
+    ok = check_no_collision(R, L, tol)
+    assert ok.tolist() == [True] + [bool(not h or p <= pen[2]) for h, p in zip(hit[1:], pen[1:])]
+    assert not ok[-1] and ok[2]
+    assert check_no_collision(R, L).tolist() == (~hit).tolist()
+    # per-proposal prior thresholds
+    rot = model.pose_prior.sample(3, side="right", generator=torch.Generator().manual_seed(0))
+    both = torch.stack([torch.cat([eye[0, :1].expand(3, 1, 3, 3), rot], 1)] * 2, 1)
+    lp = model.pose_prior.log_prob(rot, side="right")
+    thr = {"right": lp.clone(), "left": torch.full((3,), -1e9)}
+    thr["right"][1] += 1.0
+    assert check_prior(model, both, thr).tolist() == [True, False, True]

@@ -76,13 +76,13 @@ def check_occlusion(prop_visible: Tensor, gt_occluded: Tensor) -> Tensor:
     return ~(prop_visible & gt_occluded).any(-1)
 
 
-def check_prior(model: HandModel, rotmats: Tensor, thresholds: dict[str, float]) -> Tensor:
+def check_prior(model: HandModel, rotmats: Tensor, thresholds: dict[str, float | Tensor]) -> Tensor:
     """Criterion 3.
 
     Args:
         model: hand model whose ``pose_prior`` scores the articulation.
         rotmats: (P, 2, 16, 3, 3) two-hand rotations (right, left).
-        thresholds: per side, the minimum log-likelihood.
+        thresholds: per side, the minimum log-likelihood: a number or a (P,) tensor.
 
     Returns:
         (P,) bool: both hands above their threshold.
@@ -110,16 +110,30 @@ def check_shape(betas: Tensor, bound: Tensor | float) -> Tensor:
     return (betas.abs() <= b).flatten(1).all(-1)
 
 
-def check_no_collision(right: HandOutput | Tensor, left: HandOutput | Tensor) -> Tensor:
+def check_no_collision(right: HandOutput | Tensor, left: HandOutput | Tensor,
+                       tolerated: Tensor | None = None) -> Tensor:
     """Criterion 4: (P,) bool, True where the hands' Gaussian proxies do not intersect.
 
     Args:
         right, left: posed hands or their (P, 21, 3) joints, in a common frame (camera frame,
             mm); the proxies of :mod:`handflow.hand.collision` are built from the joints only.
+        tolerated: optional (P,) mm², for images whose *ground truth* already collides under
+            the proxies (hands touching in real data): a proposal passes when its proxy
+            penetration (:func:`handflow.hand.collision.penetration`) is no larger than this
+            (pass the ground truth's; ``0`` elsewhere keeps the plain test).
     """
-    from handflow.hand.collision import collide
+    from handflow.hand.collision import collide, penetration
 
-    return ~collide(right, left)
+    hit = collide(right, left)
+    if tolerated is None or not bool(hit.any()):
+        return ~hit
+    ok = ~hit
+    idx = (hit & (tolerated > 0)).nonzero().flatten()
+    if idx.numel():
+        jr = right.joints if isinstance(right, HandOutput) else right
+        jl = left.joints if isinstance(left, HandOutput) else left
+        ok[idx] = penetration(jr[idx], jl[idx]) <= tolerated[idx]
+    return ok
 
 
 @torch.no_grad()

@@ -138,6 +138,11 @@ class CriterionStats:
     collision: int = 0
     occlusion: int = 0
     accepted: int = 0
+    #: images whose ground truth fails a default limit (that limit is then the ground truth's own)
+    relaxed_prior_right: int = 0
+    relaxed_prior_left: int = 0
+    relaxed_shape: int = 0
+    relaxed_collision: int = 0
 
     def add(self, other: CriterionStats) -> None:
         for k in self.__dataclass_fields__:
@@ -193,15 +198,52 @@ def params_from_state(state: TwoHandState, K: Tensor, size: int) -> Tensor:
     return pack(*hands)
 
 
+@dataclass
+class _Relative:
+    """Per-image limits, relaxed to the ground truth's own value where it fails the default.
+
+    Attributes:
+        prior: per side (I,) minimum log-likelihood: ``min(threshold, log p(GT))``.
+        shape: (I,) bound on ``|β|``: ``max(shape_bound, max |β_GT|)``.
+        penetration: (I,) tolerated proxy penetration, mm²: the ground truth's where it
+            collides, else 0 (plain test).
+        relaxed: counts of images relaxed per criterion.
+    """
+
+    prior: dict[str, Tensor]
+    shape: Tensor
+    penetration: Tensor
+    relaxed: dict[str, int]
+
+
+def _relative_limits(model: HandModel, gt: TwoHandState, gt_joints: Tensor, cfg: EngineConfig) -> _Relative:
+    from handflow.hand.collision import collide, penetration
+
+    prior = {}
+    relaxed = {}
+    for h, s in enumerate(SIDES):
+        lp = model.pose_prior.log_prob(gt.rotmats[:, h, 1:], side=s)
+        thr = torch.full_like(lp, float(cfg.prior_thresholds[s]))
+        relaxed[f"prior_{s}"] = int((lp < thr).sum())
+        prior[s] = torch.minimum(thr, lp)
+    babs = gt.betas.abs().flatten(1).amax(1)
+    relaxed["shape"] = int((babs > cfg.shape_bound).sum())
+    jr, jl = gt_joints[:, : NUM_JOINTS // 2], gt_joints[:, NUM_JOINTS // 2 :]
+    hit = collide(jr, jl)
+    pen = torch.where(hit, penetration(jr, jl), torch.zeros((), dtype=gt_joints.dtype, device=gt_joints.device))
+    relaxed["collision"] = int(hit.sum())
+    return _Relative(prior, babs.clamp_min(cfg.shape_bound), pen, relaxed)
+
+
 def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets, cfg: EngineConfig,
-           visibility: VisibilityFn, stats: CriterionStats, shape_bound: Tensor) -> tuple[Tensor, Tensor]:
+           visibility: VisibilityFn, stats: CriterionStats, rel: _Relative) -> tuple[Tensor, Tensor]:
     """Staged checks of P proposals owned by images ``img`` (P,). Returns (ok (P,), joints (P,42,3))."""
     P = len(props)
     K = targets.K[img]
     joints = joints_two_hands(model, props)
     ok_rep = check_reprojection(project(joints, K), targets.gt_2d[img], targets.gt_visible[img], cfg.pixel_threshold)
-    ok_prior = check_prior(model, props.rotmats, cfg.prior_thresholds)
-    ok_shape = check_shape(props.betas, shape_bound[img])
+    ok_prior = check_prior(model, props.rotmats, {s: t[img] for s, t in rel.prior.items()})
+    ok_shape = check_shape(props.betas, rel.shape[img])
     stage1 = ok_rep & ok_prior & ok_shape
     stats.proposals += P
     stats.reprojection += int(ok_rep.sum())
@@ -213,7 +255,7 @@ def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets,
     if idx.numel() == 0:
         return ok, joints
     jr, jl = joints[idx, : NUM_JOINTS // 2], joints[idx, NUM_JOINTS // 2 :]
-    ok_coll = check_no_collision(jr, jl)
+    ok_coll = check_no_collision(jr, jl, rel.penetration[img[idx]])
     stats.collision += int(ok_coll.sum())
     idx = idx[ok_coll]
     if idx.numel() == 0:
@@ -255,8 +297,10 @@ def run_batch(
     I, Q, S = len(targets), cfg.proposals_per_image, targets.size
     dev = targets.params.device
     gt_state = state_from_params(targets.params, targets.K, S)
+    gt_joints = joints_two_hands(model, gt_state)
+    rel = _relative_limits(model, gt_state, gt_joints, cfg)
     if cfg.reference_2d == "params":
-        targets = replace(targets, gt_2d=project(joints_two_hands(model, gt_state), targets.K))
+        targets = replace(targets, gt_2d=project(gt_joints, targets.K))
     elif cfg.reference_2d != "annotation":
         raise ValueError(f"reference_2d must be 'params' or 'annotation', got {cfg.reference_2d!r}")
     # seeds of the next round: the proposals accepted in the last round that accepted any
@@ -264,12 +308,11 @@ def run_batch(
     acc_y: list[list[Tensor]] = [[] for _ in range(I)]  # per image, per round that accepted
     acc_j: list[list[Tensor]] = [[] for _ in range(I)]
     free = free_joint_mask(targets.gt_visible)
-    shape_bound = gt_state.betas.abs().flatten(1).amax(1).clamp_min(cfg.shape_bound)
     scale_dir = torch.stack([scale_direction(model, s) for s in SIDES]).to(dev) if cfg.depth_scale_moves else None
     img = torch.arange(I, device=dev).repeat_interleave(Q)
     # prior draws use the CPU generator: sample from a CPU copy of the prior on other devices
     prior = model.pose_prior if dev.type == "cpu" else copy.deepcopy(model.pose_prior).cpu()
-    stats = CriterionStats()
+    stats = CriterionStats(**{f"relaxed_{k}": v for k, v in rel.relaxed.items()})
     for _ in range(cfg.rounds):
         parents = TwoHandState.cat(
             [seeds[i].index(torch.randint(len(seeds[i]), (Q,), generator=generator).to(dev)) for i in range(I)])
@@ -277,7 +320,7 @@ def run_batch(
         # canonical form: what is checked is exactly what unpack(saved params) gives back
         y = params_from_state(raw, targets.K[img], S).float()
         props = state_from_params(y, targets.K[img], S)
-        ok, joints = _check(model, props, img, targets, cfg, visibility, stats, shape_bound)
+        ok, joints = _check(model, props, img, targets, cfg, visibility, stats, rel)
         stats.accepted += int(ok.sum())
         for i in range(I):
             sel = ok[i * Q : (i + 1) * Q].nonzero().flatten() + i * Q
