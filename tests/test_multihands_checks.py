@@ -194,3 +194,26 @@ def test_collision_tolerates_no_more_than_the_ground_truth_penetration() -> None
     thr = {"right": lp.clone(), "left": torch.full((3,), -1e9)}
     thr["right"][1] += 1.0
     assert check_prior(model, both, thr).tolist() == [True, False, True]
+
+
+def test_engine_passes_query_to_backends_that_take_it() -> None:
+    from handflow.hand.registry import load_hand_model
+    from handflow.multihands.engine import EngineConfig, Targets, params_from_state, run_batch
+
+    model = load_hand_model("openhand")
+    K = torch.tensor([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
+    R = torch.eye(3).expand(1, 2, 16, 3, 3).clone()
+    st = TwoHandState(R, torch.zeros(1, 2, 10), torch.tensor([[[-80.0, 0, 500], [80.0, 0, 500]]]))
+    occ = torch.zeros(1, 42, dtype=torch.bool)
+    occ[0, 3] = True
+    t = Targets(torch.tensor([0]), params_from_state(st, K[None], 64).float(), K[None], 64,
+                torch.zeros(1, 42, 2), ~occ, occ)
+    seen = []
+
+    def vis(verts, faces, joints, K, hw, query):
+        seen.append(query)
+        return torch.zeros(joints.shape[:3], dtype=torch.bool)
+
+    run_batch(model, t, EngineConfig(num=2, rounds=1, proposals_per_image=4, pixel_threshold=1e9), vis,
+              torch.Generator().manual_seed(0))
+    assert seen and all(q.shape[1:] == (2, 21) and q[:, 0, 3].all() and q.sum() == len(q) for q in seen)

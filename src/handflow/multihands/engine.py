@@ -16,6 +16,7 @@ back from the saved parameters (``handflow.params.unpack``), with no float drift
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -52,8 +53,18 @@ __all__ = [
 ]
 
 #: visibility backend: (vertices (P,2,V,3), faces [right (F,3), left (F,3)], joints (P,2,21,3),
-#: K (P,3,3), size (H, W)) -> (P, 2, 21) bool
+#: K (P,3,3), size (H, W)) -> (P, 2, 21) bool. A backend that also takes a keyword ``query``
+#: receives (P, 2, 21) bool, the joints whose answer matters (those occluded in the ground
+#: truth, the only ones criterion 2 reads); it may skip the others (e.g. rasterize only the
+#: pixels around those joints), returning anything for them.
 VisibilityFn = Callable[[Tensor, list[Tensor], Tensor, Tensor, tuple[int, int]], Tensor]
+
+
+def _accepts_query(fn: Callable) -> bool:
+    try:
+        return "query" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -264,8 +275,10 @@ def _check(model: HandModel, props: TwoHandState, img: Tensor, targets: Targets,
     full_joints, outs = pose_two_hands(model, sub)
     verts = torch.stack([outs["right"].vertices, outs["left"].vertices], 1)
     faces = [model.faces_for(s) for s in SIDES]
-    vis = visibility(verts, faces, full_joints.unflatten(1, (2, -1)), K[idx], (targets.size, targets.size))
-    ok_occ = check_occlusion(vis.reshape(-1, NUM_JOINTS), targets.gt_occluded[img[idx]])
+    occluded = targets.gt_occluded[img[idx]]
+    extra = {"query": occluded.unflatten(1, (2, -1))} if _accepts_query(visibility) else {}
+    vis = visibility(verts, faces, full_joints.unflatten(1, (2, -1)), K[idx], (targets.size, targets.size), **extra)
+    ok_occ = check_occlusion(vis.reshape(-1, NUM_JOINTS), occluded)
     stats.occlusion += int(ok_occ.sum())
     ok[idx[ok_occ]] = True
     return ok, joints

@@ -178,8 +178,17 @@ def default_visibility() -> VisibilityFn:
             f"issue), which is not importable here ({e}); pass visibility=... to generate() to use another backend"
         ) from e
 
-    def vis(verts: Tensor, faces: list[Tensor], joints: Tensor, K: Tensor, hw: tuple[int, int]) -> Tensor:
-        out = joint_visibility_batch([verts[:, 0], verts[:, 1]], faces, [joints[:, 0], joints[:, 1]], K, hw)
+    import inspect
+
+    try:
+        takes_query = "query" in inspect.signature(joint_visibility_batch).parameters
+    except (TypeError, ValueError):
+        takes_query = False
+
+    def vis(verts: Tensor, faces: list[Tensor], joints: Tensor, K: Tensor, hw: tuple[int, int],
+            query: Tensor | None = None) -> Tensor:
+        extra = {"query": [query[:, 0], query[:, 1]]} if takes_query and query is not None else {}
+        out = joint_visibility_batch([verts[:, 0], verts[:, 1]], faces, [joints[:, 0], joints[:, 1]], K, hw, **extra)
         if isinstance(out, (list, tuple)):
             out = torch.stack(list(out), 1)
         return out.reshape(joints.shape[0], 2, NUM_HAND_JOINTS)
