@@ -414,7 +414,8 @@ def test_cli_generate_and_show(items, model, tmp_path, monkeypatch) -> None:
     from handflow.cli import app
 
     monkeypatch.setattr(gen, "dataset_targets", lambda data, split, size, hm: targets_from_items(items, size))
-    monkeypatch.setattr(gen, "default_visibility", batch_visibility)
+    vis_fn = batch_visibility()  # resolved before the patch (it may itself use default_visibility)
+    monkeypatch.setattr(gen, "default_visibility", lambda: vis_fn)
     monkeypatch.setattr(cli_mh, "_load_image", lambda *a: None)
     runner = CliRunner()
     args = ["multihands", "--data", str(tmp_path), "--split", "test", "--num", "4", "--out", str(tmp_path / "mh"),
