@@ -1,0 +1,70 @@
+"""Lightning data module over :class:`~handflow.data.InterHandDataset` splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from handflow.data.interhand import InterHandDataset
+
+__all__ = ["InterHandDataModule", "worker_init"]
+
+
+def worker_init(worker_id: int) -> None:
+    """One thread per data worker (2-core machines), distinct seeds per worker."""
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        torch.manual_seed(info.seed % 2**31)
+
+
+class InterHandDataModule(pl.LightningDataModule):
+    """Train/val/test loaders; augmentation on the train split only; ``multihands`` (a
+    folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        hand_model: Any = None,
+        augment: bool = True,
+        seed: int = 0,
+        multihands: str | Path | None = None,
+        multihands_max: int = 8,
+    ) -> None:
+        super().__init__()
+        self.root, self.size, self.batch_size, self.num_workers = Path(root), image_size, batch_size, num_workers
+        self.hand_model, self.augment, self.seed = hand_model, augment, seed
+        self.multihands, self.multihands_max = multihands, multihands_max
+        self._ds: dict[str, Any] = {}
+
+    def dataset(self, split: str) -> Any:
+        if split not in self._ds:
+            ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model,
+                                  augment=self.augment and split == "train", seed=self.seed)
+            if self.multihands is not None:
+                from handflow.multihands.dataset import MultiHandsDataset
+
+                ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max)
+            self._ds[split] = ds
+        return self._ds[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          worker_init_fn=worker_init, generator=g, drop_last=shuffle, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
