@@ -494,3 +494,24 @@ def test_ground_truth_that_collides_keeps_annotations_no_deeper(items, model, tm
         ha = unpack(y_a, it["K"], SIZE)
         o = [model(ha[s].rotmats[None], ha[s].betas[None], side=s).translate(ha[s].root[None]) for s in SIDES]
         assert float(penetration(o[0], o[1])) <= gt_pen + 1e-3
+
+
+def test_visibility_adapter_chunks_agree_with_one_call(items, model) -> None:
+    if not _render_available():
+        pytest.skip("handflow.render.visibility not installed")
+    from handflow.multihands.engine import state_from_params
+    from handflow.multihands.generate import VIS_CHUNK, default_visibility
+    from handflow.multihands.posing import pose_two_hands
+    from handflow.render.visibility import joint_visibility_batch
+
+    t = targets_from_items(items, SIZE)
+    n = VIS_CHUNK + 5
+    idx = torch.arange(n) % len(t)
+    j, outs = pose_two_hands(model, state_from_params(t.params, t.K, SIZE).index(idx))
+    verts = torch.stack([outs["right"].vertices, outs["left"].vertices], 1)
+    faces = [model.faces_for(s) for s in SIDES]
+    got = default_visibility()(verts, faces, j.unflatten(1, (2, -1)), t.K[idx], (SIZE, SIZE))
+    ref = joint_visibility_batch([verts[:, 0], verts[:, 1]], faces, [j[:, :21], j[:, 21:]], t.K[idx], (SIZE, SIZE))
+    assert torch.equal(got, ref.reshape(n, 2, NUM_HAND_JOINTS))
+    # batched and single-scene rule agree on the items (their visibility came from joint_visibility)
+    assert torch.equal(got[: len(t)].reshape(-1, NUM_JOINTS), t.gt_visible)
