@@ -515,3 +515,29 @@ def test_visibility_adapter_chunks_agree_with_one_call(items, model) -> None:
     assert torch.equal(got, ref.reshape(n, 2, NUM_HAND_JOINTS))
     # batched and single-scene rule agree on the items (their visibility came from joint_visibility)
     assert torch.equal(got[: len(t)].reshape(-1, NUM_JOINTS), t.gt_visible)
+
+
+def test_query_crop_visibility_equals_full_image_on_queried_joints(items, model) -> None:
+    if not _render_available():
+        pytest.skip("handflow.render.visibility not installed")
+    from handflow.multihands.engine import state_from_params
+    from handflow.multihands.generate import default_visibility
+    from handflow.multihands.perturb import PerturbConfig, free_joint_mask, perturb
+    from handflow.multihands.posing import pose_two_hands
+
+    t = targets_from_items(items, SIZE)
+    idx = torch.arange(96) % len(t)
+    props = perturb(state_from_params(t.params, t.K, SIZE).index(idx), PerturbConfig(min_step=0.5),
+                    torch.Generator().manual_seed(0), free=free_joint_mask(t.gt_visible)[idx], prior=model.pose_prior)
+    props.root[:12, :, 0] += torch.linspace(-400, 400, 12)[:, None]  # some hands (partly) outside the image
+    j, outs = pose_two_hands(model, props)
+    verts = torch.stack([outs["right"].vertices, outs["left"].vertices], 1)
+    faces = [model.faces_for(s) for s in SIDES]
+    J, K = j.unflatten(1, (2, -1)), t.K[idx]
+    q = t.gt_occluded[idx].unflatten(1, (2, -1))
+    q[:12] = True  # query everything in the shifted scenes, including joints outside the image
+    f = default_visibility()
+    full = f(verts, faces, J, K, (SIZE, SIZE))
+    crop = f(verts, faces, J, K, (SIZE, SIZE), query=q)
+    assert int(q.sum()) > 500 and bool(full[q].any()) and not bool(full[q].all())
+    assert torch.equal(full[q], crop[q])

@@ -196,8 +196,11 @@ def default_visibility() -> VisibilityFn:
         for a in range(0, verts.shape[0], VIS_CHUNK):
             b = a + VIS_CHUNK
             extra = {"query": [query[a:b, 0], query[a:b, 1]]} if takes_query and query is not None else {}
+            Kc, hwc = K[a:b], hw
+            if query is not None and not takes_query:
+                Kc, hwc = query_crop(joints[a:b], query[a:b], K[a:b], hw)
             out = joint_visibility_batch([verts[a:b, 0], verts[a:b, 1]], faces, [joints[a:b, 0], joints[a:b, 1]],
-                                         K[a:b], hw, **extra)
+                                         Kc, hwc, **extra)
             if isinstance(out, (list, tuple)):
                 out = torch.stack(list(out), 1)
             parts.append(out.reshape(-1, 2, NUM_HAND_JOINTS))
@@ -206,6 +209,45 @@ def default_visibility() -> VisibilityFn:
         return torch.cat(parts)
 
     return vis
+
+
+def query_crop(joints: Tensor, query: Tensor, K: Tensor, hw: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+    """Smallest common window (inside the image) holding the 3×3 pixel neighbourhoods of every
+    queried joint, as shifted intrinsics and a size.
+
+    The visibility rule (``handflow.render.visibility``) reads, per joint, only the z-buffer in
+    the 3×3 window around its pixel (clamped to the image) and tests ``0 ≤ u < W``; a z-buffer
+    pixel does not depend on other pixels. Rasterizing just this window therefore gives the
+    same answer for every queried joint (tested), at a fraction of the cost. Answers for the
+    other joints are meaningless.
+
+    Args:
+        joints: (P, 2, 21, 3) camera frame; query: (P, 2, 21) bool; K: (P, 3, 3); hw: (H, W).
+
+    Returns:
+        shifted K (P, 3, 3) and the window size (h, w).
+    """
+    H, W = hw
+    uv = joints[..., :2] / joints[..., 2:].clamp_min(1e-6) * K[:, None, None, [0, 1], [0, 1]] + K[:, None, None, [0, 1], 2]
+    pix = uv.floor().clamp(-2, max(H, W) + 1)
+    lim = torch.tensor([W - 1, H - 1], dtype=pix.dtype, device=pix.device)
+    lo = torch.minimum((pix - 1).clamp_min(0), lim)  # window corners clamped like the rule
+    hi = torch.minimum((pix + 1).clamp_min(0), lim)
+    q = query[..., None].expand_as(lo)
+    big = float(max(H, W))
+    lo = torch.where(q, lo, big).flatten(1, 2).amin(1)  # (P, 2)
+    hi = torch.where(q, hi, -1.0).flatten(1, 2).amax(1)
+    has = query.flatten(1).any(1)
+    lo = torch.where(has[:, None], lo, torch.zeros_like(lo))
+    hi = torch.where(has[:, None], hi, torch.zeros_like(hi))
+    size = (hi - lo + 1).amax(0)  # common (w, h)
+    w, h = int(size[0]), int(size[1])
+    x0 = torch.minimum(lo[:, 0], torch.tensor(float(W - w), device=lo.device))
+    y0 = torch.minimum(lo[:, 1], torch.tensor(float(H - h), device=lo.device))
+    Kc = K.clone()
+    Kc[:, 0, 2] -= x0.to(K.dtype)
+    Kc[:, 1, 2] -= y0.to(K.dtype)
+    return Kc, (h, w)
 
 
 # ----------------------------------------------------------------------------- driver
