@@ -19,4 +19,12 @@ Sub-packages follow the architecture:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "predict"]
+
+
+def __getattr__(name: str):  # lazy: keep ``import handflow`` light
+    if name == "predict":
+        from handflow.inference import predict
+
+        return predict
+    raise AttributeError(f"module 'handflow' has no attribute {name!r}")

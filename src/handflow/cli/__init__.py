@@ -9,6 +9,8 @@ from handflow.cli.app import app
 # one import per command module (registration side effect)
 from handflow.cli import demo as _demo  # noqa: E402,F401
 from handflow.cli import hand as _hand  # noqa: E402,F401
+from handflow.cli import train as _train  # noqa: E402,F401
+from handflow.cli import predict as _predict  # noqa: E402,F401
 from handflow.cli import multihands as _multihands  # noqa: E402,F401
 from handflow.cli import synth as _synth  # noqa: E402,F401
 

@@ -1,0 +1,92 @@
+"""Common interface of every image -> two-hand-distribution model (flow and baselines)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from handflow.config import Config
+from handflow.constants import PARAM_DIM
+from handflow.models.backbone import Backbone
+from handflow.params import ParamNormalizer, unpack
+
+__all__ = ["HandPoseModel", "decode_joints"]
+
+
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
+    """Physical parameters -> camera-frame joints.
+
+    Args:
+        y: (B, 218) or (B, S, 218).
+        K: (B, 3, 3) crop intrinsics.
+        size: crop side.
+        hand_model: a :class:`~handflow.hand.HandModel`.
+        vertices: also return per side the camera-frame vertices.
+
+    Returns:
+        joints (B, [S,] 42, 3) mm [, {side: vertices (B, [S,] V, 3)}].
+    """
+    lead = y.shape[:-1]
+    Kb = K if y.dim() == 2 else K[:, None].expand(*lead, 3, 3)
+    p = unpack(y.reshape(-1, PARAM_DIM), Kb.reshape(-1, 3, 3), size)
+    joints, verts = [], {}
+    for side in ("right", "left"):
+        hp = p[side]
+        out = hand_model(hp.rotmats, hp.betas.to(hp.rotmats.dtype), side)
+        joints.append(out.joints + hp.root[:, None])
+        if vertices:
+            verts[side] = (out.vertices + hp.root[:, None]).reshape(*lead, -1, 3)
+    J = torch.cat(joints, 1).reshape(*lead, 42, 3)
+    return (J, verts) if vertices else J
+
+
+class HandPoseModel(nn.Module):
+    """Backbone + a head giving a distribution over the 218 standardized parameters.
+
+    Subclasses implement :meth:`z0_std`, :meth:`sample_std` and :meth:`head_losses`.
+    Every model stores the normalizer (training statistics) and its config.
+    """
+
+    kind: str = "base"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path)
+        self.normalizer = ParamNormalizer()
+
+    def features(self, images: Tensor) -> Tensor:
+        """(B, 3, S, S) -> (B, C); run once per image."""
+        return self.backbone(images)
+
+    @abstractmethod
+    def z0_std(self, feats: Tensor) -> Tensor:
+        """(B, C) -> the single deterministic estimate (B, 218), standardized."""
+
+    @abstractmethod
+    def sample_std(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B, C) -> (B, n, 218) standardized samples."""
+
+    @abstractmethod
+    def head_losses(self, feats: Tensor, y_std: Tensor, y_mask: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Model-specific likelihood terms. y_std (B, N, 218) annotations, y_mask (B, N)."""
+
+    def initialize(self, feats: Tensor, y_std: Tensor) -> None:
+        """Data-dependent init on a first batch (flow: ActNorm). Default: nothing."""
+
+    # physical-unit conveniences ------------------------------------------------
+    def z0(self, feats: Tensor) -> Tensor:
+        """(B, C) -> (B, 218) physical parameters."""
+        return self.normalizer.denormalize(self.z0_std(feats))
+
+    def sample(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B, C) -> (B, n, 218) physical parameters."""
+        return self.normalizer.denormalize(self.sample_std(feats, n, generator))
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Backbone once per image, then the z = 0 estimate and ``n`` samples (physical)."""
+        feats = self.features(images)
+        return {"z0": self.z0(feats), "samples": self.sample(feats, n, generator)}

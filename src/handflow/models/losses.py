@@ -1,0 +1,84 @@
+"""The six losses of HandFlow (SPEC section 4; paper Eq. 3-9), as small functions.
+
+``L = w_nll L_nll + w_det L_DetMag + w_θ L_θ + w_3D L_3D + w_2D L_2D + w_R L_R``
+
+Units (docs/training.md): ``L_nll`` and ``L_DetMag`` per parameter dimension (divided by
+218); ``L_θ`` mean squared error of standardized parameters; ``L_3D`` mean over valid joints
+of the squared 3D error in decimetres² (100 mm units); ``L_2D`` mean over visible joints of
+the squared error in normalized crop units (``2u/S``, the crop spans 2 units); ``L_R`` sum
+over the 32 rotation blocks of ``‖AᵀA − I‖²``, averaged over predictions. ``L_nll`` and
+``L_DetMag`` live in the model (:meth:`HandPoseModel.head_losses`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from handflow.constants import HAND_PARAM_DIM, NUM_ROT
+from handflow.geometry.camera import project
+from handflow.geometry.rotations import rot6d_orthonormality_residual
+
+__all__ = ["theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target", "DM"]
+
+DM = 100.0  # mm per loss unit of L_3D
+
+
+def theta_loss(z0_std: Tensor, target_std: Tensor, has_params: Tensor) -> Tensor:
+    """``‖f_v(0) − y*‖²`` (mean over the 218 standardized dims) on images with parameters.
+
+    Args:
+        z0_std: (B, 218) z = 0 estimate; target_std: (B, 218); has_params: (B,) bool.
+    """
+    if not bool(has_params.any()):
+        return z0_std.sum() * 0
+    return (z0_std - target_std).square().mean(-1)[has_params].mean()
+
+
+def joints3d_loss(pred: Tensor, gt: Tensor, valid: Tensor) -> Tensor:
+    """Mean over valid joints of ``‖J − P3D‖²`` in dm². pred (B, [S,] 42, 3) mm, gt (B, 42, 3), valid (B, 42)."""
+    if pred.dim() == 4:
+        gt, valid = gt[:, None].expand_as(pred), valid[:, None].expand(pred.shape[:-1])
+    d2 = ((pred - gt) / DM).square().sum(-1)
+    w = valid.to(d2.dtype)
+    return (d2 * w).sum() / w.sum().clamp_min(1)
+
+
+def joints2d_loss(pred: Tensor, gt_2d: Tensor, visible: Tensor, K: Tensor, size: int) -> Tensor:
+    """Mean over visible joints of the squared reprojection error in normalized crop units.
+
+    Args:
+        pred: (B, [S,] 42, 3) camera-frame joints, mm; gt_2d: (B, 42, 2) crop pixels;
+        visible: (B, 42) bool; K: (B, 3, 3); size: crop side.
+    """
+    if pred.dim() == 4:
+        uv = project(pred, K[:, None])
+        gt_2d, visible = gt_2d[:, None].expand_as(uv), visible[:, None].expand(uv.shape[:-1])
+    else:
+        uv = project(pred, K)
+    d2 = ((uv - gt_2d) * (2.0 / size)).square().sum(-1)
+    d2 = torch.where(pred[..., 2] > 1.0, d2, torch.zeros_like(d2))  # behind-camera guard
+    w = visible.to(d2.dtype)
+    return (d2 * w).sum() / w.sum().clamp_min(1)
+
+
+def rotation_loss(y: Tensor) -> Tensor:
+    """``Σ_A ‖AᵀA − I‖²`` over the 32 raw 6D blocks of y (*, 218), averaged over predictions."""
+    blocks = torch.cat([y[..., h * HAND_PARAM_DIM : h * HAND_PARAM_DIM + 6 * NUM_ROT] for h in range(2)], -1)
+    res = rot6d_orthonormality_residual(blocks.unflatten(-1, (2 * NUM_ROT, 6)))
+    return res.square().sum((-1, -2, -3)).mean()
+
+
+def choose_theta_target(image_ids: Tensor, n_valid: Tensor, seed: int) -> Tensor:
+    """Index of the one annotation per image used by ``L_θ``: a fixed function of
+    (seed, image id), so the choice never changes during training.
+
+    Args:
+        image_ids: (B,) long; n_valid: (B,) number of annotations (≥ 1); seed: theta seed.
+
+    Returns:
+        (B,) long in ``[0, n_valid)``.
+    """
+    h = (image_ids.long() * 2654435761 + seed * 97 + 12345) % 2147483647
+    h = (h * 48271) % 2147483647
+    return h % n_valid.clamp_min(1).long()

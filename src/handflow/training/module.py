@@ -1,0 +1,152 @@
+"""LightningModule training any :class:`~handflow.models.HandPoseModel` with the six losses."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+import handflow
+from handflow.config import Config, from_dict, to_dict
+from handflow.constants import PARAM_DIM
+from handflow.hand.registry import load_hand_model
+from handflow.metrics import mpjpe, sample_spread
+from handflow.models import build_model, decode_joints
+from handflow.models.losses import choose_theta_target, joints2d_loss, joints3d_loss, rotation_loss, theta_loss
+
+__all__ = ["HandFlowModule", "git_commit"]
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str | None:
+    """The source tree's git commit, if it is a git checkout."""
+    try:
+        root = Path(handflow.__file__).resolve().parents[2]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class HandFlowModule(pl.LightningModule):
+    """Wraps a model, its hand model and the losses (weights from ``cfg.loss``)."""
+
+    def __init__(self, cfg: Config | dict) -> None:
+        super().__init__()
+        cfg = from_dict(cfg) if isinstance(cfg, dict) else cfg
+        self.cfg = cfg
+        self.save_hyperparameters({"config": to_dict(cfg)})
+        self.model = build_model(cfg)
+        self.hand_model = load_hand_model(cfg.data.hand_model, path=cfg.data.mano_path) if cfg.data.hand_model == "mano" else load_hand_model(cfg.data.hand_model)
+        self.skipped_batches = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Annotations (B, N, 218) physical, mask (B, N), has_params (B,)."""
+        has = batch["has_params"].bool()
+        if "multi_y" in batch:
+            return batch["multi_y"].float(), batch["multi_valid"].bool() & has[:, None], has
+        return batch["y"].float()[:, None], has[:, None], has
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + int(self.global_step))
+
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Total loss, per-term values, and the decoded predictions (B, 1+S, 42, 3) mm."""
+        lc, m = self.cfg.loss, self.model
+        size = batch["image"].shape[-1]
+        feats = m.features(batch["image"])
+        ys, mask, has = self._targets(batch)
+        ys_std = m.normalizer.normalize(ys)
+        g = self._generator()
+        terms = m.head_losses(feats, ys_std, mask, g)
+        z0 = m.z0_std(feats)
+        n = max(lc.num_samples, 0)
+        samples = m.sample_std(feats, n, g) if n else z0[:, None, :0]
+        if lc.w_theta > 0:
+            if "multi_theta" in batch:  # fixed row chosen by the MultiHands wrapper
+                idx = batch["multi_theta"].long().to(z0.device)
+            else:
+                idx = choose_theta_target(batch["meta"]["image_id"].to(z0.device), mask.sum(1), lc.theta_seed)
+            target = ys_std[torch.arange(len(idx), device=z0.device), idx]
+            terms["theta"] = theta_loss(z0, target, has)
+        preds = torch.cat([z0[:, None], samples], 1) if n else z0[:, None]
+        need_joints = lc.w_3d > 0 or lc.w_2d > 0
+        joints = decode_joints(m.normalizer.denormalize(preds), batch["K"].float(), size, self.hand_model) if need_joints else None
+        s = lc.sample_3d_scale
+        if lc.w_3d > 0:
+            terms["3d"] = joints3d_loss(joints[:, 0], batch["joints_cam"], batch["joint_valid"])
+            if n:
+                terms["3d"] = terms["3d"] + s * joints3d_loss(joints[:, 1:], batch["joints_cam"], batch["joint_valid"])
+        if lc.w_2d > 0:
+            terms["2d"] = joints2d_loss(joints[:, 0], batch["joints_2d"], batch["visible"], batch["K"], size)
+            if n:
+                terms["2d"] = terms["2d"] + s * joints2d_loss(joints[:, 1:], batch["joints_2d"], batch["visible"], batch["K"], size)
+        if lc.w_rot > 0:
+            terms["rot"] = rotation_loss(preds)
+        weights = {"nll": lc.w_nll, "det": lc.w_det, "theta": lc.w_theta, "3d": lc.w_3d, "2d": lc.w_2d, "rot": lc.w_rot}
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, terms, joints
+
+    @staticmethod
+    def batch_is_finite(batch: dict[str, Any]) -> bool:
+        keys = ("image", "y", "joints_cam", "joints_2d", "K")
+        return all(bool(torch.isfinite(batch[k]).all()) for k in keys if k in batch) and (
+            "multi_y" not in batch or bool(torch.isfinite(batch["multi_y"][batch["multi_valid"]]).all())
+        )
+
+    # ------------------------------------------------------------------ lightning
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if not self.batch_is_finite(batch):
+            self.skipped_batches += 1
+            log.warning("step %d: batch with NaN/inf inputs skipped (images %s)", self.global_step, batch["meta"]["image_id"].tolist())
+            return None
+        total, terms, joints = self.compute_losses(batch)
+        if not torch.isfinite(total):
+            self.skipped_batches += 1
+            log.warning("step %d: non-finite loss %s skipped; terms %s", self.global_step, total.item(), {k: float(v) for k, v in terms.items()})
+            return None
+        bs = batch["image"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        if joints is not None and joints.shape[1] > 2 and batch_idx % max(self.cfg.train.log_every, 1) == 0:
+            self.log("train/spread_mm", sample_spread(joints[:, 1:].detach()).mean(), batch_size=bs)
+        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
+        return total
+
+    def on_after_backward(self) -> None:
+        bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            log.warning("step %d: non-finite gradients in %s...; step skipped", self.global_step, bad[:3])
+            self.skipped_batches += 1
+            for p in self.parameters():
+                p.grad = None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        m = self.model
+        size = batch["image"].shape[-1]
+        feats = m.features(batch["image"])
+        z0 = m.z0(feats)
+        J = decode_joints(z0, batch["K"].float(), size, self.hand_model)
+        valid = batch["joint_valid"]
+        bs = feats.shape[0]
+        for a in ("rr", "global"):
+            e = mpjpe(J, batch["joints_cam"], a, mask=valid)
+            self.log(f"val/mpjpe_{a}", e[torch.isfinite(e)].mean(), batch_size=bs, prog_bar=a == "rr")
+
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.train
+        opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.max_steps, 1), eta_min=t.lr * 0.05)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["handflow"] = {"version": handflow.__version__, "git_commit": git_commit(),
+                                  "hand_model": self.cfg.data.hand_model, "model_kind": self.cfg.model.kind,
+                                  "param_dim": PARAM_DIM}

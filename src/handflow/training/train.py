@@ -1,0 +1,121 @@
+"""Training entry point: builds the data, fits the parameter normalizer, runs Lightning."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from handflow.config import Config, from_dict
+from handflow.training.module import HandFlowModule
+
+__all__ = ["train", "fit_normalizer", "load_checkpoint", "CheckpointMismatch"]
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was built with another configuration or hand model than requested."""
+
+
+@torch.no_grad()
+def fit_normalizer(module: HandFlowModule, dataset: Any, max_items: int = 4096, seed: int = 0) -> int:
+    """Fit the parameter statistics from the training annotations (no images decoded) and
+    initialise the model's data-dependent layers (ActNorm) on them."""
+    n = len(dataset)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_items].tolist()
+    get = getattr(dataset, "annotation", dataset.__getitem__)
+    ys = [it["y"] for it in map(get, idx) if it["has_params"]]
+    if len(ys) < 2:
+        raise ValueError("the training split has fewer than 2 images with hand-model parameters: cannot fit the normalizer")
+    y = torch.stack(ys).float()
+    model = module.model
+    model.normalizer.fit(y)
+    model.initialize(torch.zeros(len(y), model.backbone.dim), model.normalizer.normalize(y))
+    return len(ys)
+
+
+def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable_progress_bar: bool = True, **overrides: Any) -> pl.Trainer:
+    t = cfg.train
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                           every_n_train_steps=max(t.ckpt_every, 1), save_last=True, save_top_k=-1)
+    kw: dict[str, Any] = dict(
+        default_root_dir=str(out), max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, gradient_clip_val=t.grad_clip or None, log_every_n_steps=max(t.log_every, 1),
+        logger=[CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tb")],
+        callbacks=[ckpt, *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
+        check_val_every_n_epoch=None, val_check_interval=t.val_every, limit_val_batches=10, num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    if t.max_minutes:
+        kw["max_time"] = {"minutes": float(t.max_minutes)}
+    kw.update(overrides)
+    return pl.Trainer(**kw)
+
+
+def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable_progress_bar: bool = True, **trainer_overrides: Any) -> Path:
+    """Train ``cfg``; resumes from ``out_dir/checkpoints/last.ckpt`` when present (or from an
+    explicit checkpoint path). Returns the path of ``last.ckpt``."""
+    torch.set_num_threads(max(1, cfg.train.threads))
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if datamodule is None:
+        from handflow.data.datamodule import InterHandDataModule
+
+        d = cfg.data
+        datamodule = InterHandDataModule(d.root, d.image_size, d.batch_size, d.num_workers, hand_model=d.hand_model,
+                                         augment=d.augment, seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max)
+    module = HandFlowModule(cfg)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(resume) if isinstance(resume, (str, Path)) and resume not in (True, False) else (str(last) if resume and last.exists() else None)
+    if ckpt_path is None:
+        n = fit_normalizer(module, datamodule.dataset("train"), seed=cfg.train.seed)
+        log.info("parameter normalizer fitted on %d training images", n)
+    else:
+        check_compatible(ckpt_path, cfg)
+        log.info("resuming from %s", ckpt_path)
+    trainer = _trainer(cfg, out, enable_progress_bar=enable_progress_bar, **trainer_overrides)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return last
+
+
+def check_compatible(path: str | Path, cfg: Config) -> None:
+    """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    saved = from_dict(ck["hyper_parameters"]["config"])
+    for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
+                       ("hand model", saved.data.hand_model, cfg.data.hand_model), ("image size", saved.data.image_size, cfg.data.image_size),
+                       ("flow steps", saved.model.flow_steps, cfg.model.flow_steps), ("flow hidden", saved.model.flow_hidden, cfg.model.flow_hidden)):
+        if a != b:
+            raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "
+                                     "use a matching config or another output folder")
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[Any, Config]:
+    """Load a trained model: returns ``(HandFlowModule in eval mode, Config)``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        CheckpointMismatch: ``expect_hand_model`` differs from the checkpoint's.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    ck = torch.load(p, map_location=map_location, weights_only=False)
+    if "hyper_parameters" not in ck or "config" not in ck["hyper_parameters"]:
+        raise CheckpointMismatch(f"{p} is not a handflow checkpoint (no stored config)")
+    cfg = from_dict(ck["hyper_parameters"]["config"])
+    if expect_hand_model is not None and cfg.data.hand_model != expect_hand_model:
+        raise CheckpointMismatch(f"{p} uses hand model {cfg.data.hand_model!r}, expected {expect_hand_model!r}")
+    module = HandFlowModule(cfg)
+    missing, unexpected = module.load_state_dict(ck["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointMismatch(f"{p} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    module.eval()
+    return module, cfg
