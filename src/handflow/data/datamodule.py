@@ -11,7 +11,30 @@ from torch.utils.data import DataLoader
 
 from handflow.data.interhand import InterHandDataset
 
-__all__ = ["InterHandDataModule", "worker_init"]
+__all__ = ["InterHandDataModule", "EpochShuffleSampler", "worker_init"]
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """Shuffles with ``randperm(n, seed + epoch)``: the order of every epoch is a pure function
+    of (seed, epoch), so a run resumed from a checkpoint sees exactly the batches an
+    uninterrupted run would. Lightning calls :meth:`set_epoch` each epoch; it also forwards
+    the epoch to the dataset's augmentation stream."""
+
+    def __init__(self, dataset, seed: int = 0) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        base = getattr(self.dataset, "base", self.dataset)
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(self.epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=g).tolist())
 
 
 def worker_init(worker_id: int) -> None:
@@ -56,9 +79,10 @@ class InterHandDataModule(pl.LightningDataModule):
         return self._ds[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          worker_init_fn=worker_init, generator=g, drop_last=shuffle, persistent_workers=self.num_workers > 0)
+        ds = self.dataset(split)
+        sampler = EpochShuffleSampler(ds, self.seed) if shuffle else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          worker_init_fn=worker_init, drop_last=shuffle, persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

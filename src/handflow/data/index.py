@@ -187,9 +187,15 @@ class SplitIndex:
         self.folder = base / split
         self.rebuilt = False
         if not self._fresh():
+            import fcntl
+
             self.folder.parent.mkdir(parents=True, exist_ok=True)
-            build_index(self.paths, self.folder)
-            self.rebuilt = True
+            # one builder at a time (DDP ranks, data workers); the others wait and reuse it
+            with open(self.folder.parent / f".{split}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self._fresh():
+                    build_index(self.paths, self.folder)
+                    self.rebuilt = True
         self.manifest = json.loads((self.folder / "manifest.json").read_text())
         self.a = {p.stem: np.load(p, mmap_mode="r") for p in self.folder.glob("*.npy")}
         self._blobs = {n: (self.folder / f"{n}.bin").read_bytes() for n in ("names", "seqs", "cams")}

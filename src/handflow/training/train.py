@@ -44,11 +44,15 @@ def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable
     t = cfg.train
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                            every_n_train_steps=max(t.ckpt_every, 1), save_last=True, save_top_k=-1)
+    # also at every epoch end, after the step checkpoint: last.ckpt then records a finished
+    # epoch, from which a resumed run continues exactly (EpochShuffleSampler order)
+    epoch_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:04d}", auto_insert_metric_name=False,
+                                 every_n_epochs=1, save_on_train_epoch_end=True, save_last=True, save_top_k=1)
     kw: dict[str, Any] = dict(
         default_root_dir=str(out), max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, gradient_clip_val=t.grad_clip or None, log_every_n_steps=max(t.log_every, 1),
         logger=[CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tb")],
-        callbacks=[ckpt, *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
+        callbacks=[ckpt, epoch_ckpt, *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
         check_val_every_n_epoch=None, val_check_interval=t.val_every, limit_val_batches=10, num_sanity_val_steps=0,
         deterministic=False,
     )
