@@ -3,15 +3,24 @@
 >>> cfg = load_config("cpu", ["loss.w_det=0", "train.max_steps=200"])
 >>> cfg.model.backbone
 'resnet18'
+>>> cfg.loss.active("det")
+False
 
 Presets live in ``handflow/configs/<name>.yaml`` (``cpu``: ResNet-18 at 128 px for 2 CPU
-cores; ``paper``: ResNet-50 at 224 px, batch 64, GPU). A YAML file path works too. Every
-checkpoint stores ``to_dict(cfg)``.
+cores; ``paper``: ResNet-50 at 224 px, batch 64, GPU, mixed precision). A YAML file path
+works too; it is applied on top of the dataclass defaults. Overrides are ``section.key=value``
+strings, parsed as YAML scalars and type-checked against the field (``loss.w_det=0.0``,
+``train.max_minutes=null``, ``loss.enabled=[nll,3d]``). Every checkpoint stores
+``to_dict(cfg)``; :func:`from_dict` rebuilds and validates it. Unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError` (a ``ValueError``) naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,15 +28,32 @@ from typing import Any, get_type_hints
 
 import yaml
 
-__all__ = ["Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "load_config", "to_dict", "from_dict", "PRESETS"]
+__all__ = [
+    "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "ConfigError",
+    "load_config", "to_dict", "from_dict", "validate", "PRESETS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
+]
 
 PRESETS = ("cpu", "paper")
+#: names of the six loss terms (SPEC section 4), as used in logs and ``LossConfig.enabled``
+LOSS_TERMS = ("nll", "det", "theta", "3d", "2d", "rot")
+#: loss term -> its weight field in :class:`LossConfig`
+LOSS_WEIGHT_FIELDS = {"nll": "w_nll", "det": "w_det", "theta": "w_theta", "3d": "w_3d", "2d": "w_2d", "rot": "w_rot"}
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+LR_SCHEDULES = ("cosine", "none")
+#: smallest crop side a ResNet's five stride-2 stages can pool meaningfully
+MIN_IMAGE_SIZE = 32
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, or a value has the wrong type or range."""
 
 
 @dataclass
 class ModelConfig:
     """Network. ``kind``: ``flow`` (HandFlowNet) or a baseline (``deterministic``,
-    ``gaussian``, ``mcdropout``, ``cvae``)."""
+    ``gaussian``, ``mcdropout``, ``cvae``). ``pretrained_path``: a LOCAL torchvision ImageNet
+    state dict for the backbone (never downloaded); ``None`` trains from scratch."""
 
     kind: str = "flow"
     backbone: str = "resnet18"
@@ -42,7 +68,16 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (0 switches a term off; docs/training.md explains the values)."""
+    """Loss weights (docs/training.md explains the values).
+
+    A term is on when its weight is > 0 and (``enabled`` is ``None`` or it is listed in
+    ``enabled``): ``loss.w_det=0`` and ``loss.enabled=[nll,theta,3d,2d,rot]`` both switch
+    DetMag off. ``num_samples``: random samples per image for the sample terms of ``L_3D``,
+    ``L_2D``, ``L_R`` (the z = 0 estimate is always used too); their 3D/2D terms are weighted by
+    ``sample_3d_scale`` relative to the z = 0 term. ``nll_noise``: std of the Gaussian noise
+    added to the standardized targets of ``L_nll`` (ProHMR's σ = 0.005). ``theta_seed``:
+    seed of the fixed per-image choice of the ``L_θ`` annotation.
+    """
 
     w_nll: float = 0.2
     w_det: float = 0.05
@@ -50,14 +85,31 @@ class LossConfig:
     w_3d: float = 1.0
     w_2d: float = 2.0
     w_rot: float = 0.05
+    enabled: list[str] | None = None
     num_samples: int = 2
     nll_noise: float = 0.005
     theta_seed: int = 0
-    sample_3d_scale: float = 0.1  # weight of the sample terms relative to the z=0 term
+    sample_3d_scale: float = 0.1
+
+    def weight(self, term: str) -> float:
+        """Weight of ``term`` (one of :data:`LOSS_TERMS`); 0 when the term is switched off."""
+        if term not in LOSS_WEIGHT_FIELDS:
+            raise ConfigError(f"unknown loss term {term!r}; known: {list(LOSS_TERMS)}")
+        if self.enabled is not None and term not in self.enabled:
+            return 0.0
+        return float(getattr(self, LOSS_WEIGHT_FIELDS[term]))
+
+    def active(self, term: str) -> bool:
+        """True when ``term`` contributes to the loss."""
+        return self.weight(term) > 0
 
 
 @dataclass
 class DataConfig:
+    """Data. ``root``: an InterHand2.6M-layout folder (real or synthetic); ``hand_model``:
+    ``openhand`` or ``mano`` (then ``mano_path``); ``multihands``: optional folder of
+    MultiHands annotations used as extra NLL/DetMag targets (at most ``multihands_max``)."""
+
     root: str = "data_synth"
     image_size: int = 128
     batch_size: int = 32
@@ -71,9 +123,16 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimisation and the Lightning trainer. Training stops at the first of ``max_steps``,
+    ``max_epochs`` and ``max_minutes`` (wall-clock budget). ``lr_schedule``: ``cosine``
+    (to ``lr × lr_min_factor`` at ``max_steps``) or ``none``. ``threads``: CPU threads."""
+
     max_steps: int = 3000
+    max_epochs: int | None = None
     max_minutes: float | None = None
     lr: float = 3e-4
+    lr_schedule: str = "cosine"
+    lr_min_factor: float = 0.05
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     precision: str = "32-true"
@@ -91,91 +150,192 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """Everything a run needs; stored in every checkpoint."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# --------------------------------------------------------------------------- conversion
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict (for YAML and checkpoints)."""
     return dataclasses.asdict(cfg)
 
 
+def _type_name(typ: Any) -> str:
+    return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
-    if value is None:
-        return None
-    name = getattr(typ, "__name__", str(typ))
-    s = str(typ)
-    if "None" in s and value in ("None", "null", "none"):
-        return None
-    try:
-        if typ is bool or s == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if typ is int or s == "int":
-            return int(value)
-        if typ is float or s == "float":
-            return float(value)
-        if "float" in s and "None" in s:
-            return float(value)
-        if "int" in s and "str" in s:  # int | str (devices)
+    """Check/convert ``value`` against the annotation ``typ``; raise :class:`ConfigError`."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(typ)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"config: {where} may not be null (expected {_type_name(typ)})")
+        errors = []
+        # try the most specific types first so "2" -> int for ``int | str``
+        for opt in sorted((o for o in options if o is not type(None)), key=lambda o: o is str):
             try:
-                return int(value)
-            except (TypeError, ValueError):
-                return str(value)
-        return value if not isinstance(value, str) or "str" in s else value
-    except (TypeError, ValueError):
-        raise ValueError(f"config: {where}={value!r} is not a valid {name}") from None
+                return _coerce(value, opt, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config: {where}={value!r} is not a valid {_type_name(typ)}")
+    if origin is list:
+        (item,) = typing.get_args(typ) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config: {where}={value!r} is not a valid list")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None:
+        raise ConfigError(f"config: {where} may not be null (expected {_type_name(typ)})")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"config: {where}={value!r} is not a valid bool (true/false)")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config: {where}={value!r} is not a valid int")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config: {where}={value!r} is not a valid int") from None
+        if not f.is_integer():
+            raise ConfigError(f"config: {where}={value!r} is not a valid int (not a whole number)")
+        return int(f)
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config: {where}={value!r} is not a valid float")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config: {where}={value!r} is not a valid float") from None
+    if typ is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise ConfigError(f"config: {where}={value!r} is not a valid str")
+        return str(value)
+    return value
 
 
 def from_dict(d: dict[str, Any], cls: type = Config, where: str = "") -> Any:
-    """Build a (nested) dataclass from a dict; unknown keys raise a clear error."""
+    """Build a (nested) dataclass from a (partial) dict and validate it.
+
+    Missing keys keep their defaults; unknown keys raise :class:`ConfigError` naming them.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"config: {where or cls.__name__} must be a mapping, got {type(d).__name__}")
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
     if unknown:
-        raise ValueError(f"config: unknown key(s) {sorted(unknown)} in {where or cls.__name__}; known: {sorted(names)}")
+        raise ConfigError(f"config: unknown key(s) {unknown} in {where or 'the top level'}; known: {names}")
     kwargs = {}
     for k, v in d.items():
         t = hints[k]
         key = f"{where}.{k}" if where else k
         kwargs[k] = from_dict(v or {}, t, key) if dataclasses.is_dataclass(t) else _coerce(v, t, key)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if cls is Config:
+        validate(obj)
+    return obj
 
 
-def _set(cfg: Any, dotted: str, value: str) -> None:
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config: {msg}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range and choice checks across the config; returns ``cfg`` or raises :class:`ConfigError`."""
+    m, lc, d, t = cfg.model, cfg.loss, cfg.data, cfg.train
+    _check(m.backbone in BACKBONES, f"model.backbone={m.backbone!r}; choose one of {list(BACKBONES)}")
+    _check(m.flow_steps >= 1 and m.flow_hidden >= 1 and m.flow_blocks >= 1, "model.flow_steps/hidden/blocks must be >= 1")
+    _check(m.scale_bound > 0, f"model.scale_bound={m.scale_bound} must be > 0")
+    for term, name in LOSS_WEIGHT_FIELDS.items():
+        w = getattr(lc, name)
+        _check(math.isfinite(w) and w >= 0, f"loss.{name}={w} must be a finite number >= 0")
+    if lc.enabled is not None:
+        bad = [e for e in lc.enabled if e not in LOSS_TERMS]
+        _check(not bad, f"loss.enabled has unknown term(s) {bad}; known: {list(LOSS_TERMS)}")
+    _check(lc.num_samples >= 0, f"loss.num_samples={lc.num_samples} must be >= 0")
+    _check(lc.nll_noise >= 0 and lc.sample_3d_scale >= 0, "loss.nll_noise and loss.sample_3d_scale must be >= 0")
+    _check(d.image_size >= MIN_IMAGE_SIZE, f"data.image_size={d.image_size} must be >= {MIN_IMAGE_SIZE}")
+    _check(d.batch_size >= 1 and d.num_workers >= 0, "data.batch_size must be >= 1 and data.num_workers >= 0")
+    _check(d.hand_model != "mano" or bool(d.mano_path), "data.hand_model=mano needs data.mano_path (the MANO model folder)")
+    _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
+    _check(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule={t.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
+    _check(t.lr > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, "train.lr must be > 0, weight_decay and grad_clip >= 0")
+    _check(t.max_steps >= 1 or t.max_steps == -1, f"train.max_steps={t.max_steps} must be >= 1 (or -1: no limit)")
+    _check(t.max_epochs is None or t.max_epochs >= 1, "train.max_epochs must be >= 1 or null")
+    _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be > 0 or null")
+    _check(t.num_nodes >= 1 and t.log_every >= 1 and t.ckpt_every >= 1 and t.val_every >= 1 and t.threads >= 1,
+           "train.num_nodes/log_every/ckpt_every/val_every/threads must be >= 1")
+    return cfg
+
+
+# --------------------------------------------------------------------------- loading
+def _set(cfg: Config, dotted: str, raw: str) -> None:
     parts = dotted.split(".")
-    obj = cfg
-    for p in parts[:-1]:
-        if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
-            raise ValueError(f"config: unknown section {p!r} in override {dotted!r}")
+    obj: Any = cfg
+    for i, p in enumerate(parts[:-1]):
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)} \
+                or not dataclasses.is_dataclass(getattr(obj, p)):
+            known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+            raise ConfigError(f"config: unknown section {'.'.join(parts[: i + 1])!r} in override {dotted!r}; known: {known}")
         obj = getattr(obj, p)
     leaf = parts[-1]
-    if leaf not in {f.name for f in dataclasses.fields(obj)}:
-        raise ValueError(f"config: unknown key {dotted!r}; known in this section: {[f.name for f in dataclasses.fields(obj)]}")
-    parsed = yaml.safe_load(value) if value not in ("",) else None
-    setattr(obj, leaf, _coerce(parsed if not isinstance(parsed, (dict, list)) else value, get_type_hints(type(obj))[leaf], dotted))
+    names = [f.name for f in dataclasses.fields(obj)]
+    if leaf not in names:
+        raise ConfigError(f"config: unknown key {dotted!r}; known in this section: {names}")
+    typ = get_type_hints(type(obj))[leaf]
+    if dataclasses.is_dataclass(typ):
+        raise ConfigError(f"config: {dotted!r} is a section; override one of its keys ({dotted}.<key>=...)")
+    try:
+        parsed = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        parsed = raw
+    accepts_str = typ is str or str in typing.get_args(typ)
+    if accepts_str and isinstance(parsed, (str, bool)) or (typ is str and parsed is not None):
+        parsed = raw  # keep paths and names verbatim ("yes", "1e-3", "~/data")
+    setattr(obj, leaf, _coerce(parsed, typ, dotted))
+
+
+def _preset_text(name: str) -> str:
+    return resources.files("handflow.configs").joinpath(f"{name}.yaml").read_text()
 
 
 def load_config(preset_or_yaml: str = "cpu", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a preset name or a YAML file, then apply ``key.sub=value`` overrides."""
+    """Load a preset name (:data:`PRESETS`) or a YAML file, then apply ``section.key=value``
+    overrides; the result is validated.
+
+    Raises:
+        FileNotFoundError: neither a preset nor an existing file.
+        ConfigError: unknown key, wrong type, bad range, malformed override.
+    """
     if preset_or_yaml in PRESETS:
-        text = resources.files("handflow.configs").joinpath(f"{preset_or_yaml}.yaml").read_text()
+        text, src = _preset_text(preset_or_yaml), f"preset {preset_or_yaml!r}"
     else:
         p = Path(preset_or_yaml)
-        if not p.exists():
+        if not p.is_file():
             raise FileNotFoundError(f"config {preset_or_yaml!r} is neither a preset {PRESETS} nor an existing YAML file")
-        text = p.read_text()
-    cfg = from_dict(yaml.safe_load(text) or {})
+        text, src = p.read_text(), str(p)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: cannot parse {src}: {e}") from e
+    cfg = from_dict(data)
     for o in overrides:
         if "=" not in o:
-            raise ValueError(f"config override {o!r} must look like section.key=value")
+            raise ConfigError(f"config override {o!r} must look like section.key=value")
         k, v = o.split("=", 1)
         _set(cfg, k.strip(), v.strip())
-    return cfg
+    return validate(cfg)
