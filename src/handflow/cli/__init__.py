@@ -11,6 +11,7 @@ from handflow.cli import demo as _demo  # noqa: E402,F401
 from handflow.cli import hand as _hand  # noqa: E402,F401
 from handflow.cli import train as _train  # noqa: E402,F401
 from handflow.cli import predict as _predict  # noqa: E402,F401
+from handflow.cli import show as _show  # noqa: E402,F401
 from handflow.cli import multihands as _multihands  # noqa: E402,F401
 from handflow.cli import synth as _synth  # noqa: E402,F401
 
