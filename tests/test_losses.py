@@ -102,3 +102,39 @@ def test_nll_is_min_over_annotations() -> None:
     per = [m.head_losses(feats, ys[:, k : k + 1], torch.ones(1, 1, dtype=torch.bool), None)["nll"] for k in range(3)]
     both = m.head_losses(feats, ys, torch.tensor([[True, True, False]]), None)["nll"]
     assert torch.allclose(both, torch.minimum(per[0], per[1]))
+
+
+def test_nll_and_detmag_functions_match_references() -> None:
+    from handflow.models.losses import detmag_loss, nll_loss
+
+    lp = torch.tensor([[-3.0, -1.0, 5.0], [-2.0, -7.0, 0.0], [4.0, 4.0, 4.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [True, True, True], [False, False, False]])
+    # row 0: min(3, 1) = 1 (the masked 5 is ignored); row 1: min(2, 7, 0) = 0; row 2 has none
+    assert torch.allclose(nll_loss(lp, mask), torch.tensor((1.0 + 0.0) / 2 / 218, dtype=torch.float64))
+    assert nll_loss(lp, torch.zeros_like(mask)) == 0
+    ld = torch.tensor([[1.0, 3.0], [10.0, 20.0]], dtype=torch.float64)
+    assert torch.allclose(detmag_loss(ld), torch.tensor(-34.0 / 4 / 218, dtype=torch.float64))
+    assert torch.allclose(detmag_loss(ld, torch.tensor([True, False])), torch.tensor(-2.0 / 218, dtype=torch.float64))
+
+
+def test_physical_log_prob_includes_the_normalizer_jacobian() -> None:
+    m = _model()
+    m.eval()
+    feats = m.features(torch.rand(2, 3, 64, 64))
+    y = m.sample(feats, 3)  # (2, 3, 218) physical
+    lp_std = m.flow.log_prob(m.normalizer.normalize(y), feats)
+    ref = lp_std - torch.log(m.normalizer.std).sum()
+    assert torch.allclose(m.log_prob(y, feats), ref, atol=1e-4)
+    assert torch.allclose(m.log_prob(m.normalizer.normalize(y), feats, standardized=True), lp_std)
+    # the standardized dims are the scalars only (betas, root): their std differs from 1
+    assert (m.normalizer.std != 1).sum() == 2 * 13
+
+
+def test_detmag_and_nll_skip_images_without_parameters() -> None:
+    m = _model()
+    feats = m.features(torch.rand(2, 3, 64, 64))
+    none = m.head_losses(feats, torch.randn(2, 1, 218), torch.zeros(2, 1, dtype=torch.bool), None)
+    assert none == {}
+    g = torch.Generator().manual_seed(0)
+    one = m.head_losses(feats, torch.randn(2, 1, 218), torch.tensor([[True], [False]]), g)
+    assert set(one) == {"nll", "det"} and all(torch.isfinite(v) for v in one.values())

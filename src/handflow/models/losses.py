@@ -6,8 +6,9 @@ Units (docs/training.md): ``L_nll`` and ``L_DetMag`` per parameter dimension (di
 218); ``L_θ`` mean squared error of standardized parameters; ``L_3D`` mean over valid joints
 of the squared 3D error in decimetres² (100 mm units); ``L_2D`` mean over visible joints of
 the squared error in normalized crop units (``2u/S``, the crop spans 2 units); ``L_R`` sum
-over the 32 rotation blocks of ``‖AᵀA − I‖²``, averaged over predictions. ``L_nll`` and
-``L_DetMag`` live in the model (:meth:`HandPoseModel.head_losses`).
+over the 32 rotation blocks of ``‖AᵀA − I‖²``, averaged over predictions. The flow terms
+``L_nll`` (:func:`nll_loss`) and ``L_DetMag`` (:func:`detmag_loss`) are called by the model
+(:meth:`HandFlowNet.head_losses`), which owns the flow.
 """
 
 from __future__ import annotations
@@ -15,13 +16,53 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from handflow.constants import HAND_PARAM_DIM, NUM_ROT
+from handflow.constants import HAND_PARAM_DIM, NUM_ROT, PARAM_DIM
 from handflow.geometry.camera import project
 from handflow.geometry.rotations import rot6d_orthonormality_residual
 
-__all__ = ["theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target", "DM"]
+__all__ = ["nll_loss", "detmag_loss", "theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target", "DM"]
 
 DM = 100.0  # mm per loss unit of L_3D
+#: z-coordinate (mm) below which a joint counts as behind the camera in L_2D
+MIN_DEPTH_MM = 1.0
+
+
+def nll_loss(log_prob: Tensor, mask: Tensor) -> Tensor:
+    """``L_nll = min_n −log p(y*_n | v) / 218`` averaged over images with ≥ 1 annotation.
+
+    Args:
+        log_prob: (B, N) ``log p`` of each of the N annotations of each image (standardized
+            space; the normalizer's constant Jacobian is dropped).
+        mask: (B, N) bool, True for real annotations (padding rows and images without
+            hand-model parameters are False).
+
+    Returns:
+        scalar; 0 (with a graph) when no image has an annotation.
+    """
+    if log_prob.shape != mask.shape:
+        raise ValueError(f"nll_loss: log_prob {tuple(log_prob.shape)} and mask {tuple(mask.shape)} differ")
+    rows = mask.any(1)
+    if not bool(rows.any()):
+        return log_prob.sum() * 0
+    nll = torch.where(mask, -log_prob, torch.full_like(log_prob, float("inf"))).amin(1)
+    return nll[rows].mean() / PARAM_DIM
+
+
+def detmag_loss(logdet: Tensor, rows: Tensor | None = None) -> Tensor:
+    """``L_DetMag = −log|det ∂f_v(z)/∂z| / 218`` averaged over samples (and selected images).
+
+    The caller computes ``logdet`` with the context DETACHED, so that this term trains the
+    flow only, never the backbone (paper Sec. 3.2.3).
+
+    Args:
+        logdet: (B, S) ``log|det ∂y/∂z|`` at S sampled z per image.
+        rows: optional (B,) bool, the images that contribute.
+    """
+    if rows is not None:
+        if not bool(rows.any()):
+            return logdet.sum() * 0
+        logdet = logdet[rows]
+    return -logdet.mean() / PARAM_DIM
 
 
 def theta_loss(z0_std: Tensor, target_std: Tensor, has_params: Tensor) -> Tensor:
@@ -57,7 +98,7 @@ def joints2d_loss(pred: Tensor, gt_2d: Tensor, visible: Tensor, K: Tensor, size:
     else:
         uv = project(pred, K)
     d2 = ((uv - gt_2d) * (2.0 / size)).square().sum(-1)
-    d2 = torch.where(pred[..., 2] > 1.0, d2, torch.zeros_like(d2))  # behind-camera guard
+    d2 = torch.where(pred[..., 2] > MIN_DEPTH_MM, d2, torch.zeros_like(d2))  # behind-camera guard
     w = visible.to(d2.dtype)
     return (d2 * w).sum() / w.sum().clamp_min(1)
 
