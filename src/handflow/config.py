@@ -266,6 +266,7 @@ def validate(cfg: Config) -> Config:
     if lc.enabled is not None:
         bad = [e for e in lc.enabled if e not in LOSS_TERMS]
         _check(not bad, f"loss.enabled has unknown term(s) {bad}; known: {list(LOSS_TERMS)}")
+    _check(any(lc.active(t) for t in LOSS_TERMS), "every loss term is switched off (all weights 0 or loss.enabled=[])")
     _check(lc.num_samples >= 0, f"loss.num_samples={lc.num_samples} must be >= 0")
     _check(lc.nll_noise >= 0 and lc.sample_3d_scale >= 0, "loss.nll_noise and loss.sample_3d_scale must be >= 0")
     _check(d.image_size >= MIN_IMAGE_SIZE, f"data.image_size={d.image_size} must be >= {MIN_IMAGE_SIZE}")

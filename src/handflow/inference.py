@@ -140,9 +140,8 @@ def predict(
         H, W = img.shape[1:]
         K, Kc, f, default_f = _camera(W, H, focal, bbox, size)
         crop = warp_to_crop(img, K, Kc, size)
-        feats = model.features(crop[None].to(dev))
-        z0 = model.z0(feats)
-        ys = model.sample(feats, samples, g) if samples > 0 else z0[:, None, :0]
+        res = model.predict(crop[None].to(dev), max(samples, 0), g)
+        z0, ys = res["z0"], res["samples"]
         Kb = Kc[None].float().to(dev)
         res = decode_joints(torch.cat([z0[:, None], ys], 1), Kb, size, hand, vertices=meshes)
         J, verts = (res if meshes else (res, {}))

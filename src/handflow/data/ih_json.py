@@ -11,7 +11,7 @@ from typing import Any
 
 from handflow.constants import NUM_JOINTS
 
-__all__ = ["AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require"]
+__all__ = ["AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require", "JsonStream", "read_skeleton", "read_extra", "as_flag", "check_joint_list", "EXTRA_FORMAT_VERSION"]
 
 SPLITS = ("train", "val", "test")
 #: v0.0 subset folders, in order of preference
@@ -73,3 +73,249 @@ def check_joint_list(values: Any, path: Path, where: str) -> None:
     """A 42-entry list (world_coord or joint_valid)."""
     if not isinstance(values, list) or len(values) != NUM_JOINTS:
         raise AnnotationError(f"{path}: {where} must hold {NUM_JOINTS} entries, got {type(values).__name__} of length {len(values) if isinstance(values, list) else '?'}")
+
+
+def read_skeleton(path: Path) -> tuple[list[str], list[int]]:
+    """Parse ``annotations/skeleton.txt``: a ``#`` comment line, then 42 lines
+    ``name id parent_id`` (single spaces). Returns names and parents in id order.
+
+    Raises:
+        FileNotFoundError: the file is missing (names the expected path).
+        AnnotationError: a malformed line, missing ids, or parents that differ from
+            :data:`handflow.constants.IH42_PARENTS` (the reader assumes the InterHand order).
+    """
+    from handflow.constants import IH42_PARENTS
+
+    if not path.exists():
+        raise FileNotFoundError(f"missing skeleton file: {path}")
+    names: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 3:
+            raise AnnotationError(f"{path}: line {n} must be 'name id parent_id', got {line!r}")
+        try:
+            jid, par = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise AnnotationError(f"{path}: line {n}: id and parent_id must be integers, got {line!r}") from None
+        names[jid], parents[jid] = fields[0], par
+    if sorted(names) != list(range(NUM_JOINTS)):
+        raise AnnotationError(f"{path}: expected joint ids 0..{NUM_JOINTS - 1}, got {len(names)} ids")
+    par_list = [parents[j] for j in range(NUM_JOINTS)]
+    if tuple(par_list) != tuple(IH42_PARENTS):
+        bad = [j for j in range(NUM_JOINTS) if par_list[j] != IH42_PARENTS[j]]
+        raise AnnotationError(f"{path}: parents differ from the InterHand2.6M joint order at ids {bad}; "
+                              "this reader expects the official 42-joint order (reference/formats.md s. 1.6)")
+    return [names[j] for j in range(NUM_JOINTS)], par_list
+
+
+def read_extra(path: Path) -> dict[str, Any]:
+    """Read and validate ``handflow_<split>_extra.json`` (information the real dataset lacks):
+    ``{"format_version": 1, "hand_model": "openhand" | "mano", "visibility": {"<image_id>":
+    [42 ints 0/1]}}``. Returns ``{}`` when the file does not exist (real data)."""
+    if not path.exists():
+        return {}
+    extra = read_json(path)
+    if not isinstance(extra, dict):
+        raise AnnotationError(f"{path}: expected a JSON object")
+    version = require(extra, "format_version", path)
+    if version != EXTRA_FORMAT_VERSION:
+        raise AnnotationError(f"{path}: format_version {version!r} is not supported (expected {EXTRA_FORMAT_VERSION})")
+    vis = extra.get("visibility", {})
+    if not isinstance(vis, dict):
+        raise AnnotationError(f"{path}: 'visibility' must map image ids to 42 ints 0/1")
+    return extra
+
+
+EXTRA_FORMAT_VERSION = 1
+
+
+def as_flag(v: Any, path: Path, where: str) -> bool:
+    """A validity entry: ``1``/``0``, ``true``/``false`` or either wrapped in a 1-element list."""
+    if isinstance(v, list):
+        if len(v) != 1:
+            raise AnnotationError(f"{path}: {where}: expected a 1-element list, got {v!r}")
+        v = v[0]
+    if v in (0, 1) or isinstance(v, bool):
+        return bool(v)
+    raise AnnotationError(f"{path}: {where}: expected 0/1 or true/false, got {v!r}")
+
+
+# --------------------------------------------------------------------------- streaming
+class JsonStream:
+    """Incremental reader of one large JSON file: walk objects/arrays level by level and
+    decode only the small leaves, so peak memory is one leaf plus a 1 MiB buffer instead of
+    the whole document (the real train files are GBs; ``json.load`` would need ~10x that).
+
+    Usage: ``for key in s.object_keys(): ...`` then consume that key's value with
+    :meth:`value`, :meth:`object_keys`, :meth:`array_items` or :meth:`skip`.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"missing annotation file: {path}")
+        self.path = path
+        self._f = open(path, encoding="utf-8")
+        self._buf, self._pos, self._eof = "", 0, False
+        self._dec = json.JSONDecoder()
+
+    def __enter__(self) -> "JsonStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+
+    def _fill(self) -> None:
+        chunk = self._f.read(self.CHUNK)
+        if not chunk:
+            self._eof = True
+        self._buf = self._buf[self._pos :] + chunk
+        self._pos = 0
+
+    def _error(self, msg: str) -> AnnotationError:
+        return AnnotationError(f"{self.path}: corrupt JSON ({msg} near character {self._f.tell() - len(self._buf) + self._pos})")
+
+    def peek(self) -> str:
+        """Next non-whitespace character ('' at the end of the file)."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+                self._pos += 1
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if self._eof:
+                return ""
+            self._fill()
+
+    def _expect(self, chars: str) -> str:
+        c = self.peek()
+        if c == "" or c not in chars:
+            raise self._error(f"expected one of {chars!r}, found {c or 'end of file'!r}")
+        self._pos += 1
+        return c
+
+    def value(self) -> Any:
+        """Decode the next complete value."""
+        self.peek()
+        while True:
+            try:
+                v, end = self._dec.raw_decode(self._buf, self._pos)
+                if end < len(self._buf) or self._eof:  # a number cut by the buffer end is not complete
+                    self._pos = end
+                    return v
+            except json.JSONDecodeError as e:
+                if self._eof:
+                    raise self._error(e.msg) from None
+            self._fill()
+
+    def skip(self) -> None:
+        """Skip the next value (descending, so a huge unused value costs no memory)."""
+        c = self.peek()
+        if c == "{":
+            for _ in self.object_keys():
+                self.skip()
+        elif c == "[":
+            for _ in self.array_items():
+                self.skip()
+        else:
+            self.value()
+
+    def object_keys(self):
+        """Iterate the keys of the next object; the caller consumes each key's value."""
+        self._expect("{")
+        if self.peek() == "}":
+            self._pos += 1
+            return
+        while True:
+            key = self.value()
+            if not isinstance(key, str):
+                raise self._error("object key is not a string")
+            self._expect(":")
+            yield key
+            if self._expect(",}") == "}":
+                return
+
+    def array_items(self):
+        """Iterate the positions of the next array; the caller consumes each element."""
+        self._expect("[")
+        if self.peek() == "]":
+            self._pos += 1
+            return
+        i = 0
+        while True:
+            yield i
+            i += 1
+            if self._expect(",]") == "]":
+                return
+
+    def is_null(self) -> bool:
+        """True (and consumed) when the next value is ``null``."""
+        if self.peek() == "n":
+            if self.value() is not None:
+                raise self._error("expected null")
+            return True
+        return False
+
+
+def joint_array(values: Any, path: Path, where: str, width: int = 3) -> np.ndarray:
+    """A 42 x ``width`` list -> float32 array, or an :class:`AnnotationError` naming the place
+    (nulls, strings, ragged rows). NaN is kept here; the reader rejects it on valid joints."""
+    check_joint_list(values, path, where)
+    try:
+        arr = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise AnnotationError(f"{path}: {where}: not a {NUM_JOINTS}x{width} list of numbers ({e})") from None
+    if arr.shape != (NUM_JOINTS, width):
+        raise AnnotationError(f"{path}: {where}: expected shape ({NUM_JOINTS}, {width}), got {arr.shape}")
+    return arr
+
+
+def read_skeleton(path: Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Parse ``annotations/skeleton.txt`` (``# comment`` line, then 42 lines ``name id parent``)
+    and check it is the InterHand2.6M order this package assumes (``constants.IH42_PARENTS``).
+
+    Returns:
+        (names, parents), 42 entries each, in joint-id order.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"missing skeleton file: {path}")
+    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(rows) != NUM_JOINTS or any(len(r) != 3 for r in rows):
+        raise AnnotationError(f"{path}: expected {NUM_JOINTS} lines 'name id parent_id' after the comment line")
+    try:
+        table = sorted((int(r[1]), r[0], int(r[2])) for r in rows)
+    except ValueError:
+        raise AnnotationError(f"{path}: joint id and parent id must be integers") from None
+    if [t[0] for t in table] != list(range(NUM_JOINTS)):
+        raise AnnotationError(f"{path}: joint ids must be 0..{NUM_JOINTS - 1}")
+    names, parents = tuple(t[1] for t in table), tuple(t[2] for t in table)
+    if parents != tuple(IH42_PARENTS):
+        raise AnnotationError(f"{path}: parent ids differ from the InterHand2.6M skeleton (constants.IH42_PARENTS); "
+                              "this reader supports only that joint order")
+    if names != tuple(IH42_JOINT_NAMES):
+        raise AnnotationError(f"{path}: joint names differ from the InterHand2.6M order (constants.IH42_JOINT_NAMES)")
+    return names, parents
+
+
+def read_extra(path: Path) -> dict[str, Any]:
+    """``handflow_<split>_extra.json`` (synthetic sets): ``{"format_version": 1, "hand_model":
+    "openhand"|"mano", "visibility": {"<image_id>": [42 ints 0/1]}, "seed": K}``; ``{}`` when
+    the file does not exist (real data)."""
+    if not path.exists():
+        return {}
+    extra = read_json(path)
+    if not isinstance(extra, dict):
+        raise AnnotationError(f"{path}: expected a JSON object")
+    version = require(extra, "format_version", path)
+    if version != EXTRA_FORMAT_VERSION:
+        raise AnnotationError(f"{path}: format_version {version!r} is not supported (this reader knows {EXTRA_FORMAT_VERSION})")
+    model = extra.get("hand_model")
+    if model is not None and model not in HAND_MODEL_NAMES:
+        raise AnnotationError(f"{path}: hand_model {model!r} unknown (expected one of {HAND_MODEL_NAMES})")
+    if not isinstance(extra.get("visibility", {}), dict):
+        raise AnnotationError(f"{path}: 'visibility' must map image ids to {NUM_JOINTS} ints")
+    return extra

@@ -35,6 +35,7 @@ Arrays (I images, R frames, C cameras):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -42,11 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from handflow.constants import NUM_JOINTS
-from handflow.data.ih_json import AnnotationError, annotation_paths, check_joint_list, read_json, require
+from handflow.data.ih_json import (
+    AnnotationError, annotation_paths, check_joint_list, joint_array, read_extra, read_json, read_skeleton, require,
+)
 
 __all__ = ["SplitIndex", "build_index", "INDEX_VERSION"]
 
-INDEX_VERSION = 1
+log = logging.getLogger(__name__)
+INDEX_VERSION = 2
+MANO_SIZES = {"pose": 48, "shape": 10, "trans": 3}
 HAND_TYPES = {"right": 0, "left": 1, "interacting": 2}
 
 
@@ -61,95 +66,153 @@ def _blob(strings: list[str]) -> tuple[bytes, np.ndarray]:
     return b"".join(enc), off
 
 
-def build_index(paths: dict[str, Path], out: Path) -> None:
-    """Parse the split's JSON files into the array folder ``out`` (atomically)."""
-    cams_json = read_json(paths["camera"])
-    cam_rows: dict[tuple[str, str], int] = {}
-    cam_key, cam_names, cam_pos, cam_rot, cam_focal, cam_pp = [], [], [], [], [], []
+def _cameras(path: Path) -> tuple[dict[tuple[str, str], int], dict[str, Any]]:
+    """camera.json is small (KBs): ``json.load``."""
+    cams_json = read_json(path)
+    rows: dict[tuple[str, str], int] = {}
+    out: dict[str, list] = {"key": [], "names": [], "pos": [], "rot": [], "focal": [], "pp": []}
     for cap, c in cams_json.items():
         for sub in ("campos", "camrot", "focal", "princpt"):
-            require(c, sub, paths["camera"], f"capture {cap}")
+            require(c, sub, path, f"capture {cap}")
         for name in c["campos"]:
             where = f"capture {cap} camera {name}"
-            cam_rows[(str(cap), str(name))] = len(cam_key)
-            cam_key.append(int(cap))
-            cam_names.append(str(name))
-            cam_pos.append(require(c["campos"], name, paths["camera"], where))
-            cam_rot.append(require(c["camrot"], name, paths["camera"], where))
-            cam_focal.append(require(c["focal"], name, paths["camera"], where))
-            cam_pp.append(require(c["princpt"], name, paths["camera"], where))
-    del cams_json
-    j3d = read_json(paths["joint_3d"])
-    frame_rows: dict[tuple[str, str], int] = {}
-    frame_key, frame_world = [], []
-    for cap, frames in j3d.items():
-        for fr, e in frames.items():
-            world = e if isinstance(e, list) else require(e, "world_coord", paths["joint_3d"], f"capture {cap} frame {fr}")
-            check_joint_list(world, paths["joint_3d"], f"capture {cap} frame {fr} world_coord")
-            frame_rows[(str(cap), str(fr))] = len(frame_key)
-            frame_key.append((int(cap), int(fr)))
-            frame_world.append(world)
-    del j3d
-    R = len(frame_key)
-    frame_mano = np.zeros((R, 2, 61), np.float32)
-    frame_has = np.zeros((R, 2), bool)
-    if paths["MANO_NeuralAnnot"].exists():
-        mano = read_json(paths["MANO_NeuralAnnot"])
-        for cap, frames in mano.items():
-            for fr, e in frames.items():
-                row = frame_rows.get((str(cap), str(fr)))
+            rows[(str(cap), str(name))] = len(out["key"])
+            out["key"].append(int(cap))
+            out["names"].append(str(name))
+            for k, sub, n in (("pos", "campos", (3,)), ("rot", "camrot", (3, 3)), ("focal", "focal", (2,)), ("pp", "princpt", (2,))):
+                v = np.asarray(require(c[sub], name, path, where), np.float64)
+                if v.shape != n or not np.isfinite(v).all():
+                    raise AnnotationError(f"{path}: {where} {sub} must be {n} finite numbers, got shape {v.shape}")
+                out[k].append(v)
+    return rows, out
+
+
+def _joint_3d(path: Path) -> tuple[dict[tuple[str, str], int], list[tuple[int, int]], list[np.ndarray]]:
+    """Stream joint_3d.json: v1.0 dicts with ``world_coord`` or v0.0 bare 42x3 lists."""
+    rows: dict[tuple[str, str], int] = {}
+    keys: list[tuple[int, int]] = []
+    world: list[np.ndarray] = []
+    with JsonStream(path) as s:
+        for cap in s.object_keys():
+            for fr in s.object_keys():
+                e = s.value()
+                w = e if isinstance(e, list) else require(e, "world_coord", path, f"capture {cap} frame {fr}")
+                check_joint_list(w, path, f"capture {cap} frame {fr} world_coord")
+                rows[(cap, fr)] = len(keys)
+                keys.append((int(cap), int(fr)))
+                world.append(np.asarray(w, np.float32).reshape(NUM_JOINTS, 3))
+    return rows, keys, world
+
+
+def _neuralannot(path: Path, rows: dict[tuple[str, str], int]) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    """Stream MANO_NeuralAnnot.json into (R, 2, 61) [pose 48 | shape 10 | trans 3] + flags."""
+    R = len(rows)
+    params, has = np.zeros((R, 2, PARAM_FIELDS), np.float32), np.zeros((R, 2), bool)
+    models: set[str] = set()
+    if not path.exists():
+        return params, has, models
+    with JsonStream(path) as s:
+        for cap in s.object_keys():
+            for fr in s.object_keys():
+                e = s.value()
+                row = rows.get((cap, fr))
                 if row is None or e is None:
                     continue
-                for h, side in enumerate(("right", "left")):
+                for h, side in enumerate(SIDES):
                     p = e.get(side)
                     if p is None:
                         continue
                     where = f"capture {cap} frame {fr} {side}"
-                    vals = [require(p, k, paths["MANO_NeuralAnnot"], where) for k in ("pose", "shape", "trans")]
+                    vals = [require(p, k, path, where) for k in ("pose", "shape", "trans")]
                     if [len(v) for v in vals] != [48, 10, 3]:
-                        raise AnnotationError(f"{paths['MANO_NeuralAnnot']}: {where}: pose/shape/trans must have 48/10/3 values")
-                    frame_mano[row, h] = np.concatenate([np.asarray(v, np.float32) for v in vals])
-                    frame_has[row, h] = True
-        del mano
-    data = read_json(paths["data"])
-    images = require(data, "images", paths["data"])
-    anns = {int(require(a, "image_id", paths["data"], "annotations")): a for a in require(data, "annotations", paths["data"])}
-    I = len(images)
-    img = {
-        "img_id": np.zeros(I, np.int64), "img_frame": np.zeros(I, np.int64), "img_cam": np.zeros(I, np.int64),
-        "img_valid": np.zeros((I, NUM_JOINTS), bool), "img_hand_type": np.zeros(I, np.int8),
-        "img_size": np.zeros((I, 2), np.int32), "img_vis": np.full((I, NUM_JOINTS), -1, np.int8),
+                        raise AnnotationError(f"{path}: {where}: pose/shape/trans must have 48/10/3 values")
+                    params[row, h] = np.concatenate([np.asarray(v, np.float32) for v in vals])
+                    has[row, h] = True
+                    models.add(str(p.get("hand_model", "mano")))
+    return params, has, models
+
+
+def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tuple[str, str], int], paths: dict[str, Path]) -> dict[str, Any]:
+    """Stream data.json: ``images`` and ``annotations`` (any order), joined on image id."""
+    im_cols = {k: array("q") for k in ("id", "frame", "cam", "w", "h")}
+    names: list[str] = []
+    seqs: list[str] = []
+    an_id, an_type, an_valid = array("q"), array("b"), bytearray()
+    with JsonStream(path) as s:
+        for key in s.object_keys():
+            if key == "images":
+                for i in s.array_items():
+                    im, where = s.value(), f"images[{i}]"
+                    iid = int(require(im, "id", path, where))
+                    cap, fr, cam = (str(require(im, k, path, where)) for k in ("capture", "frame_idx", "camera"))
+                    if (cap, fr) not in frame_rows:
+                        raise AnnotationError(f"{paths['joint_3d']}: no entry for capture {cap} frame {fr} (needed by image {iid} of {path})")
+                    if (cap, cam) not in cam_rows:
+                        raise AnnotationError(f"{paths['camera']}: no camera {cam} in capture {cap} (needed by image {iid} of {path})")
+                    for col, v in (("id", iid), ("frame", frame_rows[(cap, fr)]), ("cam", cam_rows[(cap, cam)]),
+                                   ("w", int(require(im, "width", path, where))), ("h", int(require(im, "height", path, where)))):
+                        im_cols[col].append(v)
+                    names.append(str(require(im, "file_name", path, where)))
+                    seqs.append(str(require(im, "seq_name", path, where)))
+            elif key == "annotations":
+                for i in s.array_items():
+                    a, where = s.value(), f"annotations[{i}]"
+                    iid = int(require(a, "image_id", path, where))
+                    valid = require(a, "joint_valid", path, f"{where} (image {iid})")
+                    check_joint_list(valid, path, f"{where} (image {iid}) joint_valid")
+                    ht = require(a, "hand_type", path, f"{where} (image {iid})")
+                    if ht not in HAND_TYPES:
+                        raise AnnotationError(f"{path}: {where} hand_type must be one of {tuple(HAND_TYPES)}, got {ht!r}")
+                    an_id.append(iid)
+                    an_type.append(HAND_TYPES[ht])
+                    an_valid.extend(as_flag(v, path, f"{where} joint_valid") for v in valid)
+            else:
+                s.skip()
+    ids = np.frombuffer(im_cols["id"], np.int64) if len(im_cols["id"]) else np.zeros(0, np.int64)
+    a_ids = np.frombuffer(an_id, np.int64) if len(an_id) else np.zeros(0, np.int64)
+    order = np.argsort(a_ids, kind="stable")
+    pos = np.searchsorted(a_ids[order], ids)
+    found = (pos < len(a_ids)) & (a_ids[order][np.minimum(pos, max(len(a_ids) - 1, 0))] == ids) if len(a_ids) else np.zeros(len(ids), bool)
+    if not found.all():
+        raise AnnotationError(f"{path}: image {int(ids[~found][0])} has no entry in 'annotations' ({int((~found).sum())} images lack one)")
+    sel = order[pos]
+    valid_all = np.frombuffer(bytes(an_valid), np.uint8).reshape(-1, NUM_JOINTS).astype(bool)
+    return {
+        "img_id": ids.copy(), "img_frame": np.asarray(im_cols["frame"], np.int64), "img_cam": np.asarray(im_cols["cam"], np.int64),
+        "img_valid": valid_all[sel], "img_hand_type": np.frombuffer(an_type, np.int8)[sel].copy(),
+        "img_size": np.stack([np.asarray(im_cols["w"], np.int32), np.asarray(im_cols["h"], np.int32)], 1).reshape(-1, 2),
+        "names": names, "seqs": seqs,
     }
-    names, seqs = [], []
-    for i, im in enumerate(images):
-        where = f"images[{i}]"
-        iid = int(require(im, "id", paths["data"], where))
-        cap, fr, cam = (str(require(im, k, paths["data"], where)) for k in ("capture", "frame_idx", "camera"))
-        if (cap, fr) not in frame_rows:
-            raise AnnotationError(f"{paths['joint_3d']}: no entry for capture {cap} frame {fr} (needed by image {iid})")
-        if (cap, cam) not in cam_rows:
-            raise AnnotationError(f"{paths['camera']}: no camera {cam} in capture {cap} (needed by image {iid})")
-        a = anns.get(iid)
-        if a is None:
-            raise AnnotationError(f"{paths['data']}: image {iid} has no entry in 'annotations'")
-        valid = require(a, "joint_valid", paths["data"], f"annotation of image {iid}")
-        check_joint_list(valid, paths["data"], f"annotation of image {iid} joint_valid")
-        img["img_id"][i] = iid
-        img["img_frame"][i] = frame_rows[(cap, fr)]
-        img["img_cam"][i] = cam_rows[(cap, cam)]
-        img["img_valid"][i] = [bool(v[0] if isinstance(v, list) else v) for v in valid]
-        img["img_hand_type"][i] = HAND_TYPES.get(a.get("hand_type", "interacting"), 2)
-        img["img_size"][i] = (int(require(im, "width", paths["data"], where)), int(require(im, "height", paths["data"], where)))
-        names.append(str(require(im, "file_name", paths["data"], where)))
-        seqs.append(str(im.get("seq_name", "")))
-    del data, anns
-    extra = read_json(paths["extra"]) if paths["extra"].exists() else {}
+
+
+def build_index(paths: dict[str, Path], out: Path) -> None:
+    """Parse the split's files into the array folder ``out`` (atomically). The large files
+    are streamed (:class:`~handflow.data.ih_json.JsonStream`); the peak memory is the
+    compact arrays themselves (about 1 KB per frame and 100 B per image), plus the
+    ``(capture, frame) -> row`` dictionary."""
+    if paths["skeleton"].exists():
+        read_skeleton(paths["skeleton"])
+    else:
+        log.warning("no %s: assuming the official InterHand2.6M 42-joint order", paths["skeleton"])
+    cam_rows, cams = _cameras(paths["camera"])
+    frame_rows, frame_key, frame_world = _joint_3d(paths["joint_3d"])
+    R = len(frame_key)
+    frame_mano, frame_has, models = _neuralannot(paths["MANO_NeuralAnnot"], frame_rows)
+    if len(models) > 1:
+        raise AnnotationError(f"{paths['MANO_NeuralAnnot']}: parameters of several hand models {sorted(models)} in one split")
+    img = _data(paths["data"], frame_rows, cam_rows, paths)
+    del frame_rows
+    names, seqs = img.pop("names"), img.pop("seqs")
+    I = len(names)
+    extra = read_extra(paths["extra"])
+    img["img_vis"] = np.full((I, NUM_JOINTS), -1, np.int8)
     vis = extra.get("visibility", {})
     for i, iid in enumerate(img["img_id"].tolist()):
         v = vis.get(str(iid))
         if v is not None:
             check_joint_list(v, paths["extra"], f"visibility of image {iid}")
-            img["img_vis"][i] = np.asarray(v, np.int8)
+            img["img_vis"][i] = [as_flag(x, paths["extra"], f"visibility of image {iid}") for x in v]
+    hand_model = extra.get("hand_model") or (next(iter(models)) if models else None)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -157,18 +220,19 @@ def build_index(paths: dict[str, Path], out: Path) -> None:
     arrays = dict(img)
     nb, arrays["img_name_off"] = _blob(names)
     sb, arrays["img_seq_off"] = _blob(seqs)
-    cb, arrays["cam_name_off"] = _blob(cam_names)
+    cb, arrays["cam_name_off"] = _blob(cams["names"])
     arrays.update(
-        frame_key=np.asarray(frame_key, np.int64).reshape(R, 2), frame_world=np.asarray(frame_world, np.float32).reshape(R, NUM_JOINTS, 3),
-        frame_mano=frame_mano, frame_has_mano=frame_has, cam_key=np.asarray(cam_key, np.int64),
-        cam_pos=np.asarray(cam_pos, np.float64), cam_rot=np.asarray(cam_rot, np.float64),
-        cam_focal=np.asarray(cam_focal, np.float64), cam_princpt=np.asarray(cam_pp, np.float64),
+        frame_key=np.asarray(frame_key, np.int64).reshape(R, 2),
+        frame_world=np.stack(frame_world) if R else np.zeros((0, NUM_JOINTS, 3), np.float32),
+        frame_mano=frame_mano, frame_has_mano=frame_has, cam_key=np.asarray(cams["key"], np.int64),
+        cam_pos=np.asarray(cams["pos"], np.float64).reshape(-1, 3), cam_rot=np.asarray(cams["rot"], np.float64).reshape(-1, 3, 3),
+        cam_focal=np.asarray(cams["focal"], np.float64).reshape(-1, 2), cam_princpt=np.asarray(cams["pp"], np.float64).reshape(-1, 2),
     )
     for k, a in arrays.items():
         np.save(tmp / f"{k}.npy", a)
     for name, blob in (("names.bin", nb), ("seqs.bin", sb), ("cams.bin", cb)):
         (tmp / name).write_bytes(blob)
-    manifest = {"version": INDEX_VERSION, "sources": _sources(paths), "hand_model": extra.get("hand_model"), "num_images": I}
+    manifest = {"version": INDEX_VERSION, "sources": _sources(paths), "hand_model": hand_model, "num_images": I, "num_frames": R}
     (tmp / "manifest.json").write_text(json.dumps(manifest))
     if out.exists():
         shutil.rmtree(out)
@@ -196,9 +260,20 @@ class SplitIndex:
                 if not self._fresh():
                     build_index(self.paths, self.folder)
                     self.rebuilt = True
+        self._open()
+
+    def _open(self) -> None:
         self.manifest = json.loads((self.folder / "manifest.json").read_text())
-        self.a = {p.stem: np.load(p, mmap_mode="r") for p in self.folder.glob("*.npy")}
+        self.a = {p.stem: np.load(p, mmap_mode="r") for p in self.folder.glob("*.npy") if not p.stem.startswith("vis_")}
         self._blobs = {n: (self.folder / f"{n}.bin").read_bytes() for n in ("names", "seqs", "cams")}
+
+    def __getstate__(self) -> dict:
+        # memory maps would pickle as full copies (spawned workers, DDP): reopen them instead
+        return {k: v for k, v in self.__dict__.items() if k not in ("a", "_blobs", "manifest")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     def _fresh(self) -> bool:
         m = self.folder / "manifest.json"
@@ -225,3 +300,27 @@ class SplitIndex:
 
     def camera_name(self, c: int) -> str:
         return self._str("cams", "cam_name_off", c)
+
+    def visibility_cache(self, key: str) -> np.ndarray | None:
+        """(I, 42) int8 memory map ``vis_<key>.npy`` in the index folder (-1 = not computed,
+        0/1 = occluded/visible), shared by processes (rows are written whole; a row holding
+        any -1 counts as not computed). It goes away with the index when a source changes.
+        None when the folder is not writable (the caller keeps results in memory)."""
+        path = self.folder / f"vis_{key}.npy"
+        try:
+            if not path.exists():
+                tmp = self.folder / f".tmp-vis_{key}-{os.getpid()}.npy"
+                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(self), NUM_JOINTS))
+                arr[:] = -1
+                arr.flush()
+                del arr
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent: never clobbers another process's file
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink()
+            return np.lib.format.open_memmap(path, mode="r+")
+        except OSError as e:
+            log.warning("cannot write the visibility cache %s (%s): keeping it in memory", path, e)
+            return None

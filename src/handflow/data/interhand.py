@@ -42,9 +42,17 @@ from handflow.params import pack_hand
 __all__ = ["InterHandDataset", "BBOX_SCALE", "HAND_TYPE_NAMES"]
 
 log = logging.getLogger(__name__)
+#: the square crop box around the projected valid joints is enlarged by this factor
 BBOX_SCALE = 1.3
 HAND_TYPE_NAMES = ("right", "left", "interacting")
 VISIBILITY_MODES = ("auto", "extra", "render", "none")
+_WARNED: set[str] = set()  # one-time warnings (per process)
+
+
+def _warn_once(key: str, msg: str, *args: Any) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
 
 
 class InterHandDataset(Dataset):
@@ -55,7 +63,8 @@ class InterHandDataset(Dataset):
         split: ``"train"``, ``"val"`` or ``"test"``.
         image_size: crop side S in pixels.
         hand_model: a ``HandModel``, a name for ``load_hand_model`` (``"openhand"``,
-            ``"mano"``), or None = the extra file's model, else no parameters.
+            ``"mano"``), or None = the extra file's model, else ``"mano"`` when ``mano_path``
+            is given, else no parameters (``has_params`` False, ``y`` zeros).
         mano_path: MANO files when ``hand_model="mano"``.
         augment: False, True (default ranges) or an :class:`AugmentConfig`.
         seed: augmentation seed (items depend on (seed, index, epoch); see :meth:`set_epoch`).
@@ -94,7 +103,7 @@ class InterHandDataset(Dataset):
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.seed, self.epoch, self.on_error = seed, 0, on_error
         if hand_model is None:
-            hand_model = self.index.manifest.get("hand_model")
+            hand_model = self.index.manifest.get("hand_model") or ("mano" if mano_path is not None else None)
         if isinstance(hand_model, str):
             from handflow.hand.registry import load_hand_model
 
@@ -105,12 +114,23 @@ class InterHandDataset(Dataset):
         if visibility == "auto":
             visibility = "extra" if has_extra_vis else ("render" if self.hand_model is not None else "none")
             if visibility == "none":
-                log.warning("%s/%s: no visibility file and no hand model: visible = joint_valid (pass hand_model= to render it)", root, split)
+                _warn_once("no-visibility", "%s/%s: no visibility file and no hand model: visible = joint_valid "
+                           "(pass hand_model= / mano_path= to render it, or visibility='none' to silence this)", root, split)
+        elif visibility == "extra" and not has_extra_vis:
+            raise ValueError(f"visibility='extra' but {self.index.paths['extra']} holds no visibility (real data: use 'render')")
+        elif visibility == "render" and self.hand_model is None:
+            raise ValueError("visibility='render' needs a hand model: pass hand_model='mano' with mano_path=, or a HandModel")
         self.visibility = visibility
-        self._vis_cache: dict[int, Tensor] = {}
+        self._vis_mem: dict[int, Tensor] = {}
+        self._vis_disk: Any = None  # memory map, opened lazily per process
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_vis_disk"] = None  # reopened in the worker
+        return state
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation stream (called by the data module each epoch)."""
@@ -233,12 +253,26 @@ class InterHandDataset(Dataset):
             if (v < 0).any():
                 raise ValueError(f"{self.index.paths['extra']}: no visibility for image {int(self.index.a['img_id'][i])}")
             return torch.from_numpy(v > 0)
-        if i not in self._vis_cache:  # render the hand-model meshes (cached per process)
+        return self._rendered_visibility(i, valid, joints, K, camrot, campos)
+
+    def _rendered_visibility(self, i: int, valid: Tensor, joints: Tensor, K: Tensor, camrot: Tensor, campos: Tensor) -> Tensor:
+        """Render the hand-model meshes in the full camera; cached on disk next to the index
+        (``vis_render_<model>.npy``), else in memory. Frames without parameters: ``valid``."""
+        if self._vis_disk is None and not self._vis_mem:
+            self._vis_disk = self.index.visibility_cache(f"render_{self.hand_model.name}") if len(self) else None
+            if self._vis_disk is None:
+                self._vis_disk = False
+        if self._vis_disk is not False:
+            row = np.asarray(self._vis_disk[i])
+            if (row >= 0).all():
+                return torch.from_numpy(row > 0)
+        if i not in self._vis_mem:
             from handflow.render import Mesh
             from handflow.render.visibility import joint_visibility
 
             params, ok = self._params_cam(i, camrot, campos)
             if not ok:
+                _warn_once("render-no-params", "%s: frames without hand-model parameters get visible = joint_valid", self.root)
                 return valid.clone()
             meshes, jl = [], []
             for h, side in enumerate(SIDES):
@@ -248,5 +282,9 @@ class InterHandDataset(Dataset):
                 meshes.append(Mesh(vertices=out.vertices[0] + root.float(), faces=self.hand_model.faces_for(side), hand_id=h))
                 jl.append(joints[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS].float())
             w, hgt = (int(x) for x in self.index.a["img_size"][i])
-            self._vis_cache[i] = torch.cat(joint_visibility(meshes, jl, K.float(), (hgt, w)))
-        return self._vis_cache[i]
+            vis = torch.cat(joint_visibility(meshes, jl, K.float(), (hgt, w)))
+            if self._vis_disk is not False:
+                self._vis_disk[i] = vis.numpy().astype(np.int8)  # the whole row at once
+                return vis
+            self._vis_mem[i] = vis
+        return self._vis_mem[i]

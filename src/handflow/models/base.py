@@ -85,8 +85,13 @@ class HandPoseModel(nn.Module):
         """(B, C) -> (B, n, 218) physical parameters."""
         return self.normalizer.denormalize(self.sample_std(feats, n, generator))
 
+    def estimate_and_sample_std(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(B, C) -> (z0 (B, 218), samples (B, n, 218)) standardized. Models override this to
+        share work between the two (HandFlowNet: one flow pass)."""
+        return self.z0_std(feats), self.sample_std(feats, n, generator)
+
     @torch.no_grad()
     def predict(self, images: Tensor, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Backbone once per image, then the z = 0 estimate and ``n`` samples (physical)."""
-        feats = self.features(images)
-        return {"z0": self.z0(feats), "samples": self.sample(feats, n, generator)}
+        z0, samples = self.estimate_and_sample_std(self.features(images), n, generator)
+        return {"z0": self.normalizer.denormalize(z0), "samples": self.normalizer.denormalize(samples)}

@@ -92,6 +92,14 @@ class HandFlowNet(HandPoseModel):
         return decode_joints(y, K, size, hand_model, vertices=vertices)
 
     # ------------------------------------------------------------------ training terms
+    def estimate_and_sample_std(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One flow pass for ``z = [0, z_1..z_n]`` with the context projected once."""
+        B = feats.shape[0]
+        z = torch.randn(B, n, PARAM_DIM, generator=generator, dtype=self.flow.dtype).to(feats.device)
+        z = torch.cat([torch.zeros_like(z[:, :1]), z], 1)
+        y, _ = self.flow.forward(z, context_cache=self.flow.project_context(feats))
+        return y[:, 0], y[:, 1:]
+
     def head_losses(self, feats: Tensor, y_std: Tensor, y_mask: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
         """``nll`` (min over the N annotations) and ``det`` (DetMag at ``max(1, num_samples)``
         sampled z per image, context detached so no gradient reaches the backbone). Both use

@@ -68,7 +68,7 @@ class HandFlowModule(pl.LightningModule):
         z0 = m.z0_std(feats)
         n = max(lc.num_samples, 0)
         samples = m.sample_std(feats, n, g) if n else z0[:, None, :0]
-        if lc.w_theta > 0:
+        if lc.active("theta"):
             if "multi_theta" in batch:  # fixed row chosen by the MultiHands wrapper
                 idx = batch["multi_theta"].long().to(z0.device)
             else:
@@ -76,21 +76,20 @@ class HandFlowModule(pl.LightningModule):
             target = ys_std[torch.arange(len(idx), device=z0.device), idx]
             terms["theta"] = theta_loss(z0, target, has)
         preds = torch.cat([z0[:, None], samples], 1) if n else z0[:, None]
-        need_joints = lc.w_3d > 0 or lc.w_2d > 0
+        need_joints = lc.active("3d") or lc.active("2d") or n > 0  # samples: for the spread log
         joints = decode_joints(m.normalizer.denormalize(preds), batch["K"].float(), size, self.hand_model) if need_joints else None
         s = lc.sample_3d_scale
-        if lc.w_3d > 0:
+        if lc.active("3d"):
             terms["3d"] = joints3d_loss(joints[:, 0], batch["joints_cam"], batch["joint_valid"])
             if n:
                 terms["3d"] = terms["3d"] + s * joints3d_loss(joints[:, 1:], batch["joints_cam"], batch["joint_valid"])
-        if lc.w_2d > 0:
+        if lc.active("2d"):
             terms["2d"] = joints2d_loss(joints[:, 0], batch["joints_2d"], batch["visible"], batch["K"], size)
             if n:
                 terms["2d"] = terms["2d"] + s * joints2d_loss(joints[:, 1:], batch["joints_2d"], batch["visible"], batch["K"], size)
-        if lc.w_rot > 0:
+        if lc.active("rot"):
             terms["rot"] = rotation_loss(preds)
-        weights = {"nll": lc.w_nll, "det": lc.w_det, "theta": lc.w_theta, "3d": lc.w_3d, "2d": lc.w_2d, "rot": lc.w_rot}
-        total = sum(weights[k] * v for k, v in terms.items())
+        total = sum(lc.weight(k) * v for k, v in terms.items())
         return total, terms, joints
 
     @staticmethod
@@ -106,6 +105,7 @@ class HandFlowModule(pl.LightningModule):
             self.skipped_batches += 1
             log.warning("step %d: batch with NaN/inf inputs skipped (images %s)", self.global_step, batch["meta"]["image_id"].tolist())
             return None
+        self.ensure_initialized(batch)
         total, terms, joints = self.compute_losses(batch)
         if not torch.isfinite(total):
             self.skipped_batches += 1
@@ -115,10 +115,31 @@ class HandFlowModule(pl.LightningModule):
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for k, v in terms.items():
             self.log(f"train/{k}", v, batch_size=bs)
-        if joints is not None and joints.shape[1] > 2 and batch_idx % max(self.cfg.train.log_every, 1) == 0:
-            self.log("train/spread_mm", sample_spread(joints[:, 1:].detach()).mean(), batch_size=bs)
+        if joints is not None and joints.shape[1] > 2:  # z = 0 estimate + >= 2 samples
+            self.log("train/spread_mm", sample_spread(joints[:, 1:].detach()).mean(), prog_bar=True, batch_size=bs)
         self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
         return total
+
+    @torch.no_grad()
+    def ensure_initialized(self, batch: dict[str, Any]) -> None:
+        """Fallback when :func:`~handflow.training.train.fit_normalizer` was not run: fit the
+        normalizer and initialise ActNorm from this (first) batch's annotations, as ProHMR
+        does. Needs >= 2 images with hand-model parameters; raises otherwise."""
+        m = self.model
+        flow = getattr(m, "flow", None)
+        if bool(m.normalizer.fitted) and (flow is None or flow.initialized):
+            return
+        ys, mask, _ = self._targets(batch)
+        y = ys[mask]
+        if y.shape[0] < 2:
+            raise RuntimeError("the model is not initialised and this batch has < 2 images with hand-model "
+                               "parameters: call handflow.training.fit_normalizer(module, train_dataset) first")
+        if not bool(m.normalizer.fitted):
+            log.warning("parameter normalizer fitted on the first batch only (%d annotations); "
+                        "fit_normalizer on the training set gives better statistics", y.shape[0])
+            m.normalizer.fit(y)
+        # zero context, as fit_normalizer: the couplings start as the identity
+        m.initialize(y.new_zeros(y.shape[0], m.backbone.dim), m.normalizer.normalize(y))
 
     def on_after_backward(self) -> None:
         bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
@@ -143,10 +164,15 @@ class HandFlowModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         t = self.cfg.train
         opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.max_steps, 1), eta_min=t.lr * 0.05)
+        if t.lr_schedule == "none" or t.max_steps < 1:
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(t.max_steps, 1), eta_min=t.lr * t.lr_min_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["handflow"] = {"version": handflow.__version__, "git_commit": git_commit(),
+        checkpoint["handflow"] = {"version": handflow.__version__, "git_commit": git_commit(), "skipped_batches": self.skipped_batches,
                                   "hand_model": self.cfg.data.hand_model, "model_kind": self.cfg.model.kind,
                                   "param_dim": PARAM_DIM}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_batches = int(checkpoint.get("handflow", {}).get("skipped_batches", 0))
