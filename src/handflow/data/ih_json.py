@@ -9,9 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from handflow.constants import NUM_JOINTS
 
-__all__ = ["AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require", "JsonStream", "read_skeleton", "read_extra", "as_flag", "check_joint_list", "EXTRA_FORMAT_VERSION"]
+__all__ = [
+    "AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require", "JsonStream", "read_skeleton",
+    "read_extra", "as_flag", "check_joint_list", "joint_array", "EXTRA_FORMAT_VERSION", "HAND_MODEL_NAMES",
+]
 
 SPLITS = ("train", "val", "test")
 #: v0.0 subset folders, in order of preference
@@ -127,10 +132,15 @@ def read_extra(path: Path) -> dict[str, Any]:
     vis = extra.get("visibility", {})
     if not isinstance(vis, dict):
         raise AnnotationError(f"{path}: 'visibility' must map image ids to 42 ints 0/1")
+    model = extra.get("hand_model")
+    if model is not None and model not in HAND_MODEL_NAMES:
+        raise AnnotationError(f"{path}: hand_model {model!r} is unknown (expected one of {HAND_MODEL_NAMES})")
     return extra
 
 
+#: version of ``handflow_<split>_extra.json`` this reader understands
 EXTRA_FORMAT_VERSION = 1
+HAND_MODEL_NAMES = ("openhand", "mano")
 
 
 def as_flag(v: Any, path: Path, where: str) -> bool:
@@ -273,49 +283,3 @@ def joint_array(values: Any, path: Path, where: str, width: int = 3) -> np.ndarr
         raise AnnotationError(f"{path}: {where}: expected shape ({NUM_JOINTS}, {width}), got {arr.shape}")
     return arr
 
-
-def read_skeleton(path: Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Parse ``annotations/skeleton.txt`` (``# comment`` line, then 42 lines ``name id parent``)
-    and check it is the InterHand2.6M order this package assumes (``constants.IH42_PARENTS``).
-
-    Returns:
-        (names, parents), 42 entries each, in joint-id order.
-    """
-    if not path.exists():
-        raise FileNotFoundError(f"missing skeleton file: {path}")
-    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if len(rows) != NUM_JOINTS or any(len(r) != 3 for r in rows):
-        raise AnnotationError(f"{path}: expected {NUM_JOINTS} lines 'name id parent_id' after the comment line")
-    try:
-        table = sorted((int(r[1]), r[0], int(r[2])) for r in rows)
-    except ValueError:
-        raise AnnotationError(f"{path}: joint id and parent id must be integers") from None
-    if [t[0] for t in table] != list(range(NUM_JOINTS)):
-        raise AnnotationError(f"{path}: joint ids must be 0..{NUM_JOINTS - 1}")
-    names, parents = tuple(t[1] for t in table), tuple(t[2] for t in table)
-    if parents != tuple(IH42_PARENTS):
-        raise AnnotationError(f"{path}: parent ids differ from the InterHand2.6M skeleton (constants.IH42_PARENTS); "
-                              "this reader supports only that joint order")
-    if names != tuple(IH42_JOINT_NAMES):
-        raise AnnotationError(f"{path}: joint names differ from the InterHand2.6M order (constants.IH42_JOINT_NAMES)")
-    return names, parents
-
-
-def read_extra(path: Path) -> dict[str, Any]:
-    """``handflow_<split>_extra.json`` (synthetic sets): ``{"format_version": 1, "hand_model":
-    "openhand"|"mano", "visibility": {"<image_id>": [42 ints 0/1]}, "seed": K}``; ``{}`` when
-    the file does not exist (real data)."""
-    if not path.exists():
-        return {}
-    extra = read_json(path)
-    if not isinstance(extra, dict):
-        raise AnnotationError(f"{path}: expected a JSON object")
-    version = require(extra, "format_version", path)
-    if version != EXTRA_FORMAT_VERSION:
-        raise AnnotationError(f"{path}: format_version {version!r} is not supported (this reader knows {EXTRA_FORMAT_VERSION})")
-    model = extra.get("hand_model")
-    if model is not None and model not in HAND_MODEL_NAMES:
-        raise AnnotationError(f"{path}: hand_model {model!r} unknown (expected one of {HAND_MODEL_NAMES})")
-    if not isinstance(extra.get("visibility", {}), dict):
-        raise AnnotationError(f"{path}: 'visibility' must map image ids to {NUM_JOINTS} ints")
-    return extra

@@ -38,20 +38,25 @@ import json
 import logging
 import os
 import shutil
+from array import array
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from handflow.constants import NUM_JOINTS
+from handflow.constants import NUM_JOINTS, SIDES
 from handflow.data.ih_json import (
-    AnnotationError, annotation_paths, check_joint_list, joint_array, read_extra, read_json, read_skeleton, require,
+    AnnotationError, JsonStream, annotation_paths, as_flag, check_joint_list, joint_array, read_extra, read_json,
+    read_skeleton, require,
 )
 
 __all__ = ["SplitIndex", "build_index", "INDEX_VERSION"]
 
 log = logging.getLogger(__name__)
-INDEX_VERSION = 2
+INDEX_VERSION = 3
+#: NeuralAnnot fields and their lengths, stored side by side in ``frame_mano``
 MANO_SIZES = {"pose": 48, "shape": 10, "trans": 3}
+PARAM_FIELDS = sum(MANO_SIZES.values())
 HAND_TYPES = {"right": 0, "left": 1, "interacting": 2}
 
 
@@ -97,10 +102,10 @@ def _joint_3d(path: Path) -> tuple[dict[tuple[str, str], int], list[tuple[int, i
             for fr in s.object_keys():
                 e = s.value()
                 w = e if isinstance(e, list) else require(e, "world_coord", path, f"capture {cap} frame {fr}")
-                check_joint_list(w, path, f"capture {cap} frame {fr} world_coord")
+                w = joint_array(w, path, f"capture {cap} frame {fr} world_coord")
                 rows[(cap, fr)] = len(keys)
                 keys.append((int(cap), int(fr)))
-                world.append(np.asarray(w, np.float32).reshape(NUM_JOINTS, 3))
+                world.append(w)
     return rows, keys, world
 
 
@@ -123,12 +128,20 @@ def _neuralannot(path: Path, rows: dict[tuple[str, str], int]) -> tuple[np.ndarr
                     if p is None:
                         continue
                     where = f"capture {cap} frame {fr} {side}"
-                    vals = [require(p, k, path, where) for k in ("pose", "shape", "trans")]
-                    if [len(v) for v in vals] != [48, 10, 3]:
-                        raise AnnotationError(f"{path}: {where}: pose/shape/trans must have 48/10/3 values")
-                    params[row, h] = np.concatenate([np.asarray(v, np.float32) for v in vals])
+                    vals = []
+                    for k, n in MANO_SIZES.items():
+                        v = require(p, k, path, where)
+                        try:
+                            v = np.asarray(v, np.float64).reshape(-1)
+                        except (TypeError, ValueError):
+                            v = None
+                        if v is None or v.shape != (n,) or not np.isfinite(v).all():
+                            raise AnnotationError(f"{path}: {where} {k!r} must hold {n} finite numbers")
+                        vals.append(v)
+                    params[row, h] = np.concatenate(vals)
                     has[row, h] = True
-                    models.add(str(p.get("hand_model", "mano")))
+                    if "hand_model" in p:  # synthetic sets name their model; real NeuralAnnot is MANO
+                        models.add(str(p["hand_model"]))
     return params, has, models
 
 
