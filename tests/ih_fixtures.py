@@ -84,8 +84,24 @@ def write_fixture(root: Path, split: str = "test", left_missing_frame: bool = Tr
             image_id += 1
     ann = root / "annotations" / split
     ann.mkdir(parents=True, exist_ok=True)
+    write_skeleton(root / "annotations" / "skeleton.txt")
     (ann / f"InterHand2.6M_{split}_data.json").write_text(json.dumps({"images": images, "annotations": annotations}))
     (ann / f"InterHand2.6M_{split}_camera.json").write_text(json.dumps({"3": cams}))
     (ann / f"InterHand2.6M_{split}_joint_3d.json").write_text(json.dumps(j3d))
     (ann / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json").write_text(json.dumps(mano))
     return truth
+
+
+def write_skeleton(path: Path) -> None:
+    """The real ``skeleton.txt`` (formats.md s. 1.1), written from the table, not from handflow."""
+    fingers = ("thumb", "index", "middle", "ring", "pinky")
+    lines = ["# keypoint name, keypoint index, parent index"]
+    for h, prefix in enumerate(("r_", "l_")):
+        off = 21 * h
+        for f, finger in enumerate(fingers):
+            for k, level in enumerate((4, 3, 2, 1)):
+                jid = off + 4 * f + k
+                parent = jid + 1 if level > 1 else off + 20
+                lines.append(f"{prefix}{finger}{level} {jid} {parent}")
+        lines.append(f"{prefix}wrist {off + 20} -1")
+    path.write_text("\n".join(lines) + "\n")

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+# lightning (hence torchvision) is imported before any test creates an EGL context: importing
+# torchvision after one segfaults on this machine (reported to the renderer's owner)
+import handflow.data.datamodule  # noqa: F401
 from handflow.data import InterHandDataset
 from handflow.data.ih_json import AnnotationError
 from handflow.geometry import project
@@ -151,3 +154,194 @@ def test_reads_the_synthetic_dataset(tmp_path) -> None:
     it = ds[0]
     assert it["has_params"] and it["visible"].any()
     assert torch.allclose(_decode(it, model).float(), it["joints_cam"], atol=1e-2)
+
+
+# ----------------------------------------------------------------------------- crops
+def _dots(H: int, W: int, pts: list[tuple[int, int]]) -> torch.Tensor:
+    img = torch.zeros(3, H, W, dtype=torch.float64)
+    for x, y in pts:
+        img[:, y, x] = 1.0
+    return img
+
+
+def test_crop_resampling_follows_crop_intrinsics_exactly() -> None:
+    from handflow.data.crop import rot_z, warp_to_crop
+    from handflow.geometry import crop_intrinsics, intrinsics
+
+    K = intrinsics(*(torch.tensor(v, dtype=torch.float64) for v in (500.0, 500.0, 20.0, 15.0)))
+    img = torch.rand(3, 30, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # integer offset, scale 1: the crop is the sub-image itself (pixel centres coincide)
+    Kc = crop_intrinsics(K, torch.tensor([7.0, 4.0, 16.0, 16.0], dtype=torch.float64), 16)
+    torch.testing.assert_close(warp_to_crop(img, K, Kc, 16), img[:, 4:20, 7:23], atol=1e-6, rtol=0)
+    # half-pixel offset: every crop pixel is the mean of two horizontal neighbours
+    Kc = crop_intrinsics(K, torch.tensor([7.5, 4.0, 16.0, 16.0], dtype=torch.float64), 16)
+    torch.testing.assert_close(warp_to_crop(img, K, Kc, 16), (img[:, 4:20, 7:23] + img[:, 4:20, 8:24]) / 2, atol=1e-6, rtol=0)
+    # outside the image: the fill value
+    Kc = crop_intrinsics(K, torch.tensor([-20.0, -20.0, 16.0, 16.0], dtype=torch.float64), 16)
+    assert torch.allclose(warp_to_crop(img, K, Kc, 16, fill=0.25), torch.tensor(0.25, dtype=torch.float64))
+    # a dot at a known pixel lands at project(X, K_crop) for a downscaled, rotated crop
+    dots = _dots(30, 40, [(25, 9)])
+    X = torch.tensor([[25.5 - 20.0, 9.5 - 15.0, 500.0]], dtype=torch.float64)  # ray through that pixel centre
+    Rz = rot_z(0.7)
+    Kc = crop_intrinsics(K, torch.tensor([0.0, -5.0, 40.0, 40.0], dtype=torch.float64), 20)
+    out = warp_to_crop(dots, K, Kc, 20, Rz, fill=0.0)[0]
+    u, v = project(X @ Rz.T, Kc)[0].tolist()
+    peak = torch.nonzero(out == out.max())[0].tolist()
+    assert abs(peak[1] + 0.5 - u) <= 0.5 and abs(peak[0] + 0.5 - v) <= 0.5, (peak, u, v)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def _dots_follow_joints(it: dict, truth: dict, min_checked: int = 3) -> None:
+    img, S = it["image"].mean(0), it["image"].shape[-1]
+    t = truth[it["meta"]["image_id"]]
+    W, H = (334, 512) if it["meta"]["camera"] == "400026" else (512, 334)
+    checked = 0
+    for j in torch.nonzero(it["joint_valid"]).flatten().tolist():
+        x, y = it["joints_2d"][j].floor().long().tolist()
+        su, sv = t["uv"][j]
+        if 1 <= x < S - 1 and 1 <= y < S - 1 and 8 <= su < W - 8 and 8 <= sv < H - 8:
+            checked += 1
+            assert img[y - 1 : y + 2, x - 1 : x + 2].max() > 0.5, (it["meta"], j)
+    assert checked >= min_checked
+
+
+def test_augmented_dots_move_with_the_joints(fixture) -> None:
+    from handflow.data import AugmentConfig
+
+    root, truth = fixture
+    cfg = AugmentConfig(scale=0.3, rotation_deg=60.0, translation=0.1, brightness=0.1, contrast=0.1, saturation=0.1)
+    ds = InterHandDataset(root, "test", 96, augment=cfg, seed=5, visibility="none")
+    plain = InterHandDataset(root, "test", 96, visibility="none")
+    angles = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            it = ds[i]
+            assert torch.allclose(project(it["joints_cam"], it["K"]), it["joints_2d"], atol=1e-3)
+            # a rigid rotation about the optical axis: depths and bone lengths are unchanged
+            ref = plain.annotation(i)
+            v = it["joint_valid"]
+            torch.testing.assert_close(it["joints_cam"][v, 2], ref["joints_cam"][v, 2], atol=1e-3, rtol=0)
+            d = torch.cdist(it["joints_cam"][v].double(), it["joints_cam"][v].double())
+            torch.testing.assert_close(d, torch.cdist(ref["joints_cam"][v].double(), ref["joints_cam"][v].double()), atol=1e-3, rtol=0)
+            a, b = it["joints_cam"][v, :2].double(), ref["joints_cam"][v, :2].double()
+            angles.append(torch.atan2(a[0, 1], a[0, 0]) - torch.atan2(b[0, 1], b[0, 0]))
+            _dots_follow_joints(it, truth)
+    assert max(abs(torch.remainder(a + torch.pi, 2 * torch.pi) - torch.pi) for a in angles) > 0.1  # rotations happened
+
+
+# ----------------------------------------------------------------------------- bad input
+def _edit(path, fn) -> None:
+    d = json.loads(path.read_text())
+    fn(d)
+    path.write_text(json.dumps(d))
+
+
+def test_bad_annotations_name_the_file_and_key(tmp_path_factory) -> None:
+    from handflow.data.ih_json import AnnotationError
+
+    def fresh():
+        root = tmp_path_factory.mktemp("bad")
+        truth = write_fixture(root)
+        return root, root / "annotations/test", truth
+
+    root, ann, _ = fresh()
+    _edit(ann / "InterHand2.6M_test_data.json", lambda d: d["images"][1].pop("file_name"))
+    with pytest.raises(AnnotationError, match=r"InterHand2.6M_test_data.json.*'file_name'"):
+        InterHandDataset(root, "test", 64)
+    root, ann, _ = fresh()
+    _edit(ann / "InterHand2.6M_test_MANO_NeuralAnnot.json", lambda d: d["3"]["69148"]["right"].pop("shape"))
+    with pytest.raises(AnnotationError, match=r"NeuralAnnot.json.*'shape'"):
+        InterHandDataset(root, "test", 64)
+
+    def nan_joint(d):
+        d["3"]["69148"]["world_coord"][5][0] = float("nan")
+
+    root, ann, _ = fresh()
+    _edit(ann / "InterHand2.6M_test_joint_3d.json", nan_joint)
+    ds = InterHandDataset(root, "test", 64, visibility="none")
+    with pytest.raises(ValueError, match=r"joint_3d.json: NaN"):
+        [ds.annotation(i) for i in range(len(ds))]
+    root, ann, _ = fresh()
+    (root / "annotations/skeleton.txt").write_text("# header\nr_thumb4 0 1\n")
+    with pytest.raises(AnnotationError, match="skeleton.txt"):
+        InterHandDataset(root, "test", 64)
+    root, ann, truth = fresh()
+    (ann / "handflow_test_extra.json").write_text(json.dumps({"format_version": 7, "visibility": {}}))
+    with pytest.raises(AnnotationError, match="format_version"):
+        InterHandDataset(root, "test", 64)
+    root, ann, truth = fresh()
+    import shutil
+
+    shutil.rmtree(root / "images")
+    with pytest.raises(FileNotFoundError, match=r"images/test"):
+        InterHandDataset(root, "test", 64, visibility="none")
+    (root / "images/test").mkdir(parents=True)
+    ds = InterHandDataset(root, "test", 64, visibility="none")
+    with pytest.raises(FileNotFoundError, match=r"missing image: .*Capture3/0390_dh_touchROM/cam400026/image69148.jpg"):
+        ds[0]
+
+
+# ----------------------------------------------------------------------------- streaming JSON
+def test_json_stream_matches_json_load(tmp_path) -> None:
+    from handflow.data.ih_json import AnnotationError, JsonStream
+
+    doc = {"3": {str(f): {"world_coord": [[1.5e-3 * f, -2.0, 1e300]] * 3, "joint_valid": [[True], [False]],
+                          "hand_type": "ri\"ght \u00e9", "n": None}
+                 for f in range(50)}, "": []}
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(doc, indent=1))
+    for chunk in (1, 7, 1 << 20):  # values cut by every possible buffer boundary
+        s = JsonStream(p)
+        s.CHUNK = chunk
+        out = {}
+        with s:
+            for k in s.object_keys():
+                if k == "":
+                    s.skip()
+                    out[k] = []
+                    continue
+                out[k] = {fr: s.value() for fr in s.object_keys()}
+        assert out == doc
+    p.write_text(json.dumps(doc)[:-40])
+    with pytest.raises(AnnotationError, match="corrupt JSON"):
+        with JsonStream(p) as s:
+            for k in s.object_keys():
+                s.skip()
+
+
+# ----------------------------------------------------------------------------- visibility cache, pickling
+def test_rendered_visibility_is_cached_on_disk(fixture, monkeypatch) -> None:
+    import pickle
+
+    import handflow.render.visibility as V
+
+    root, _ = fixture
+    ds = InterHandDataset(root, "test", 64, hand_model="openhand")
+    assert ds.visibility == "render"
+    first = [ds.annotation(i)["visible"] for i in range(len(ds))]
+    assert (ds.index.folder / "vis_render_openhand.npy").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("visibility re-rendered despite the cache")
+
+    monkeypatch.setattr(V, "joint_visibility", boom)
+    again = pickle.loads(pickle.dumps(InterHandDataset(root, "test", 64, hand_model="openhand")))  # as a spawned worker
+    for i in range(len(again)):
+        assert torch.equal(again.annotation(i)["visible"], first[i])
+    # rendered visibility agrees with an independent rule on the fixture: the joint is in the
+    # image and its own hand's mesh is the front-most surface near its projection
+    assert sum(int(v.sum()) for v in first) > 20
+
+
+def test_datamodule_batches_and_worker_seeding(fixture) -> None:
+    from handflow.data import InterHandDataModule
+
+    root, _ = fixture
+    dm = InterHandDataModule(root, image_size=48, batch_size=2, num_workers=1, hand_model="openhand", augment=True, seed=1)
+    for split in ("test",):
+        batches = list(dm._loader(split, shuffle=True))
+        assert len(batches) == 2 and batches[0]["image"].shape == (2, 3, 48, 48)
+        assert batches[0]["y"].shape == (2, 218) and batches[0]["K"].shape == (2, 3, 3)
+        for b in batches:
+            assert torch.allclose(project(b["joints_cam"], b["K"]), b["joints_2d"], atol=1e-3)

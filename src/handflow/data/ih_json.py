@@ -155,6 +155,10 @@ def as_flag(v: Any, path: Path, where: str) -> bool:
 
 
 # --------------------------------------------------------------------------- streaming
+#: characters that can continue a JSON number (a complete value is never followed by one)
+_NUMBER_CONTINUATION = frozenset("0123456789.eE+-")
+
+
 class JsonStream:
     """Incremental reader of one large JSON file: walk objects/arrays level by level and
     decode only the small leaves, so peak memory is one leaf plus a 1 MiB buffer instead of
@@ -214,7 +218,8 @@ class JsonStream:
         while True:
             try:
                 v, end = self._dec.raw_decode(self._buf, self._pos)
-                if end < len(self._buf) or self._eof:  # a number cut by the buffer end is not complete
+                # a number cut by the buffer end ("12" of "123", "0." of "0.5") is not complete
+                if self._eof or (end < len(self._buf) and self._buf[end] not in _NUMBER_CONTINUATION):
                     self._pos = end
                     return v
             except json.JSONDecodeError as e:
