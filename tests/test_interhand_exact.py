@@ -177,3 +177,31 @@ def test_json_stream_reports_truncation(tmp_path) -> None:
             for _ in s.object_keys():
                 for _ in s.object_keys():
                     s.value()
+
+
+def test_single_hand_frames_render_the_one_mesh(fixture, tmp_path, monkeypatch) -> None:
+    """A right-only frame (``"left": null``) renders the right mesh alone, so the right hand's
+    self-occlusion counts; the left hand (no parameters) keeps visible = valid (False here)."""
+    import handflow.render.visibility as V
+    from handflow.data import InterHandDataset
+
+    root, _ = fixture
+    calls = []
+
+    def fake(meshes, joints, K, size, **kw):
+        calls.append([m.hand_id for m in meshes])
+        return [torch.arange(len(j)) % 2 == 0 for j in joints]  # a known pattern per mesh
+
+    monkeypatch.setattr(V, "joint_visibility", fake)
+    ds = InterHandDataset(root, "test", 64, hand_model="openhand", visibility="render", cache_dir=tmp_path / "c")
+    pattern = torch.arange(21) % 2 == 0
+    for i in range(len(ds)):
+        a = ds.annotation(i)
+        if a["joint_valid"][21:].any():
+            assert calls[-1] == [0, 1]
+            expect = torch.cat([pattern, pattern])
+        else:
+            assert calls[-1] == [0] and not a["has_params"]
+            expect = torch.cat([pattern, torch.zeros(21, dtype=torch.bool)])
+        inside = ((a["joints_2d"] >= 0) & (a["joints_2d"] < 64)).all(-1)
+        assert torch.equal(a["visible"], expect & inside & a["joint_valid"])

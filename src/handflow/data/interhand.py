@@ -144,22 +144,31 @@ class InterHandDataset(Dataset):
         K = intrinsics(torch.tensor(f[0]), torch.tensor(f[1]), torch.tensor(pp[0]), torch.tensor(pp[1])).double()
         return K, torch.from_numpy(np.array(a["cam_rot"][c])), torch.from_numpy(np.array(a["cam_pos"][c]))
 
-    def _params_cam(self, i: int, camrot: Tensor, campos: Tensor) -> tuple[dict | None, bool]:
+    def _hand_params_cam(self, i: int, camrot: Tensor, campos: Tensor) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """Camera-frame ``(rotmats (16,3,3), betas (10,), root (3,))`` of the hands of image
+        ``i`` that have parameters (none without a hand model)."""
         a = self.index.a
         fr = int(a["img_frame"][i])
         has = np.asarray(a["frame_has_mano"][fr])
-        if self.hand_model is None or not has.all():
-            return None, False
+        if self.hand_model is None or not has.any():
+            return {}
         from handflow.hand.neuralannot import neuralannot_to_camera
 
         p = torch.from_numpy(np.array(a["frame_mano"][fr], dtype=np.float64))
         out = {}
-        model = self.hand_model
         for h, side in enumerate(SIDES):
+            if not has[h]:
+                continue
             with torch.no_grad():
-                rot, betas, root = neuralannot_to_camera(p[h : h + 1, :48], p[h : h + 1, 48:58], p[h : h + 1, 58:61], camrot[None], campos[None], model, side)
+                rot, betas, root = neuralannot_to_camera(p[h : h + 1, :48], p[h : h + 1, 48:58], p[h : h + 1, 58:61],
+                                                         camrot[None], campos[None], self.hand_model, side)
             out[side] = (rot[0], betas[0], root[0])
-        return out, True
+        return out
+
+    def _params_cam(self, i: int, camrot: Tensor, campos: Tensor) -> tuple[dict | None, bool]:
+        """Both hands' camera-frame parameters, or ``(None, False)`` when one lacks them."""
+        out = self._hand_params_cam(i, camrot, campos)
+        return (out, True) if len(out) == len(SIDES) else (None, False)
 
     def annotation(self, i: int) -> dict[str, Any]:
         """Item ``i`` without the image (no decoding or resampling): every key but ``image``."""
@@ -270,19 +279,27 @@ class InterHandDataset(Dataset):
             from handflow.render import Mesh
             from handflow.render.visibility import joint_visibility
 
-            params, ok = self._params_cam(i, camrot, campos)
-            if not ok:
-                _warn_once("render-no-params", "%s: frames without hand-model parameters get visible = joint_valid", self.root)
-                return valid.clone()
-            meshes, jl = [], []
+            # single-hand frames (the other hand "null" in NeuralAnnot) render the one mesh, so
+            # self-occlusion still counts; a hand without parameters keeps visible = valid
+            params = self._hand_params_cam(i, camrot, campos)
+            if len(params) < len(SIDES):
+                _warn_once("render-no-params", "%s: hands without hand-model parameters get visible = joint_valid", self.root)
+            vis = valid.clone()
+            if not params:
+                return vis
+            meshes, jl, sl = [], [], []
             for h, side in enumerate(SIDES):
+                if side not in params:
+                    continue
                 rot, betas, root = params[side]
                 with torch.no_grad():
                     out = self.hand_model(rot[None].float(), betas[None].float(), side)
                 meshes.append(Mesh(vertices=out.vertices[0] + root.float(), faces=self.hand_model.faces_for(side), hand_id=h))
-                jl.append(joints[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS].float())
+                sl.append(slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS))
+                jl.append(joints[sl[-1]].float())
             w, hgt = (int(x) for x in self.index.a["img_size"][i])
-            vis = torch.cat(joint_visibility(meshes, jl, K.float(), (hgt, w)))
+            for s_, v_ in zip(sl, joint_visibility(meshes, jl, K.float(), (hgt, w))):
+                vis[s_] = v_
             if self._vis_disk is not False:
                 self._vis_disk[i] = vis.numpy().astype(np.int8)  # the whole row at once
                 return vis
