@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -70,6 +71,41 @@ def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
         train(_cfg(tiny_data, tmp_path / "a", n + 1, **{"model.backbone": "resnet34"}), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", 1)))
 
 
+class _Crash(pl.Callback):
+    """Simulates a machine failure right after optimizer step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at:
+            raise _Interrupted(f"simulated crash after step {self.at}")
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+def test_exact_resume_mid_epoch(tiny_data, tmp_path) -> None:
+    """N steps straight == crash after N/2 (mid-epoch) + automatic resume to N, bit for bit."""
+    dm = _dm(_cfg(tiny_data, tmp_path / "a", 1))
+    steps_per_epoch = len(dm.dataset("train")) // 2
+    n = 4
+    assert n < steps_per_epoch, "the fixture must give more than 4 steps per epoch"
+    straight = _weights(train(_cfg(tiny_data, tmp_path / "a", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", 1)),
+                              enable_progress_bar=False))
+    cfg_b = _cfg(tiny_data, tmp_path / "b", n)
+    with pytest.raises(_Interrupted):
+        train(cfg_b, datamodule=_dm(cfg_b), enable_progress_bar=False, extra_callbacks=[_Crash(n // 2)])
+    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ck["global_step"] == n // 2
+    last_b = train(cfg_b, datamodule=_dm(cfg_b), enable_progress_bar=False)
+    assert torch.load(last_b, map_location="cpu", weights_only=False)["global_step"] == n
+    resumed = _weights(last_b)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
 def test_nan_batch_is_skipped_without_touching_weights(tiny_data, tmp_path) -> None:
     from handflow.training import HandFlowModule
     from handflow.training.train import fit_normalizer
@@ -107,3 +143,23 @@ def test_ddp_two_cpu_processes_gloo(tiny_data, tmp_path) -> None:
     cfg = _cfg(tiny_data, tmp_path / "ddp", 2, **{"train.devices": 2, "train.strategy": "ddp_spawn"})
     last = train(cfg, datamodule=_dm(cfg), enable_progress_bar=False)
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+def test_non_finite_gradients_skip_the_step(tmp_path) -> None:
+    from handflow.training import HandFlowModule
+
+    module = HandFlowModule(load_config("cpu", ["model.flow_hidden=32", "data.image_size=64"]))
+    params = list(module.parameters())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[3].grad[0] = float("inf")
+    before = [p.detach().clone() for p in params]
+    module.on_after_backward()
+    assert module.skipped_batches == 1 and all(p.grad is None for p in params)
+    torch.optim.AdamW(params, lr=1.0, weight_decay=0.1).step()  # what Lightning runs next
+    assert all(torch.equal(a, p) for a, p in zip(before, params))
+    # finite gradients are left alone
+    for p in params:
+        p.grad = torch.ones_like(p)
+    module.on_after_backward()
+    assert module.skipped_batches == 1 and all(p.grad is not None for p in params)

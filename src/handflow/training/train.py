@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,88 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from handflow.config import Config, from_dict
 from handflow.training.module import HandFlowModule
 
-__all__ = ["train", "fit_normalizer", "load_checkpoint", "CheckpointMismatch"]
+__all__ = ["train", "fit_normalizer", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointMismatch(ValueError):
     """A checkpoint was built with another configuration or hand model than requested."""
+
+
+class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
+    """Wraps the training sampler so that each pass over it starts where the run's total
+    batch count says: epoch ``e = b // n`` (passed to the wrapped sampler's ``set_epoch``)
+    and the first ``b % n`` batches of that epoch skipped (indices only, nothing is read),
+    where ``b`` is Lightning's ``batch_progress.total.processed`` and ``n`` the batches per epoch."""
+
+    def __init__(self, inner: Any, trainer: pl.Trainer, batch_size: int) -> None:
+        self.inner, self.trainer, self.batch_size = inner, trainer, batch_size
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning's epoch is ignored: see __iter__
+        pass
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        per_epoch = len(self.inner) // self.batch_size
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+        epoch, skip = divmod(done, max(per_epoch, 1))
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+        if skip:
+            log.info("resuming inside epoch %d: skipping its first %d batches (already trained on)", epoch, skip)
+        it = iter(self.inner)
+        for _ in range(skip * self.batch_size):
+            if next(it, None) is None:
+                break
+        yield from it
+
+
+class MidEpochResume(pl.Callback):
+    """Exact resume from a checkpoint written at any step, not only at epoch ends.
+
+    Lightning restores the step, optimizer, schedule and batch counters, but a plain
+    ``DataLoader`` restarts from an epoch's first batch. Our data order is a pure function of
+    (seed, epoch) (``EpochShuffleSampler``) and the loss noise of (seed, step), so this callback
+    re-aligns the loader with the number of batches already processed (see
+    :class:`_BatchAlignedSampler`); the continuation is then bit-identical to an uninterrupted
+    run (``tests/test_training.py``). Needs ``drop_last`` batches (the training loader has it).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bs = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if bs is None or not hasattr(bs, "sampler") or not getattr(bs, "drop_last", False):
+            log.warning("training loader without a drop_last batch sampler: resume is exact at epoch ends only")
+            return
+        if not isinstance(bs.sampler, _BatchAlignedSampler):
+            bs.sampler = _BatchAlignedSampler(bs.sampler, trainer, bs.batch_size)
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` every ``every`` steps and when an epoch or the run ends (also when
+    ``max_steps``/``max_time`` stops it mid-epoch), atomically (temp file + rename)."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every, self._saved_at = Path(path), max(1, every), -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == self._saved_at or trainer.sanity_checking:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self._saved_at = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
 
 
 @torch.no_grad()
@@ -43,26 +119,28 @@ def fit_normalizer(module: HandFlowModule, dataset: Any, max_items: int = 4096, 
 def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable_progress_bar: bool = True, **overrides: Any) -> pl.Trainer:
     t = cfg.train
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                           every_n_train_steps=max(t.ckpt_every, 1), save_last=True, save_top_k=-1)
-    # also at every epoch end, after the step checkpoint: last.ckpt then records a finished
-    # epoch, from which a resumed run continues exactly (EpochShuffleSampler order)
+                           every_n_train_steps=max(t.ckpt_every, 1), save_last=False, save_top_k=-1)
     epoch_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:04d}", auto_insert_metric_name=False,
-                                 every_n_epochs=1, save_on_train_epoch_end=True, save_last=True, save_top_k=1)
+                                 every_n_epochs=1, save_on_train_epoch_end=True, save_last=False, save_top_k=1)
+    last = LastCheckpoint(out / "checkpoints" / "last.ckpt", t.ckpt_every)
     kw: dict[str, Any] = dict(
         default_root_dir=str(out), max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, gradient_clip_val=t.grad_clip or None, log_every_n_steps=max(t.log_every, 1),
         logger=[CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tb")],
-        callbacks=[ckpt, epoch_ckpt, *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
+        callbacks=[ckpt, epoch_ckpt, last, MidEpochResume(), *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
         check_val_every_n_epoch=None, val_check_interval=t.val_every, limit_val_batches=10, num_sanity_val_steps=0,
         deterministic=False,
     )
+    if t.max_epochs is not None:
+        kw["max_epochs"] = t.max_epochs
     if t.max_minutes:
         kw["max_time"] = {"minutes": float(t.max_minutes)}
     kw.update(overrides)
     return pl.Trainer(**kw)
 
 
-def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable_progress_bar: bool = True, **trainer_overrides: Any) -> Path:
+def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable_progress_bar: bool = True,
+          extra_callbacks: list | None = None, **trainer_overrides: Any) -> Path:
     """Train ``cfg``; resumes from ``out_dir/checkpoints/last.ckpt`` when present (or from an
     explicit checkpoint path). Returns the path of ``last.ckpt``."""
     torch.set_num_threads(max(1, cfg.train.threads))
@@ -84,7 +162,7 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
     else:
         check_compatible(ckpt_path, cfg)
         log.info("resuming from %s", ckpt_path)
-    trainer = _trainer(cfg, out, enable_progress_bar=enable_progress_bar, **trainer_overrides)
+    trainer = _trainer(cfg, out, extra_callbacks=extra_callbacks, enable_progress_bar=enable_progress_bar, **trainer_overrides)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return last
 
