@@ -144,16 +144,68 @@ def test_clear_errors(fixture, tmp_path_factory) -> None:
     assert all(skipping[i]["image"].shape == (3, 64, 64) for i in range(len(skipping)))
 
 
+def _bilinear(img: np.ndarray, x: float, y: float) -> np.ndarray:
+    """(C, h, w) sampled at continuous (x, y), pixel centres at i + 0.5 (own implementation)."""
+    fx, fy = x - 0.5, y - 0.5
+    x0, y0 = int(np.floor(fx)), int(np.floor(fy))
+    ax, ay = fx - x0, fy - y0
+    return ((1 - ax) * (1 - ay) * img[:, y0, x0] + ax * (1 - ay) * img[:, y0, x0 + 1]
+            + (1 - ax) * ay * img[:, y0 + 1, x0] + ax * ay * img[:, y0 + 1, x0 + 1])
+
+
 def test_reads_the_synthetic_dataset(tmp_path) -> None:
+    """``handflow synth`` output read back: y decodes to joints_cam, the crop shows at
+    joints_2d what the stored image shows at the joints' projection (own bilinear sampling),
+    and visible joints fall on their own hand in a rasterization of the decoded meshes."""
+    from PIL import Image
+
     from handflow.data.synth.generate import SynthConfig, generate
+    from handflow.geometry import intrinsics, world_to_camera
+    from handflow.render import rasterize
 
     generate(tmp_path, SynthConfig(frames=4, cameras=3, image_size=64, seed=1), progress=False)
-    ds = InterHandDataset(tmp_path, "train", 64)
+    S = 64
+    ds = InterHandDataset(tmp_path, "train", S)
     assert ds.visibility == "extra" and ds.hand_model.name == "openhand"
     model = load_hand_model("openhand").double()
-    it = ds[0]
-    assert it["has_params"] and it["visible"].any()
-    assert torch.allclose(_decode(it, model).float(), it["joints_cam"], atol=1e-2)
+    cams = json.loads((tmp_path / "annotations/train/InterHand2.6M_train_camera.json").read_text())
+    j3d = json.loads((tmp_path / "annotations/train/InterHand2.6M_train_joint_3d.json").read_text())
+    owned = total = 0
+    for i in range(len(ds)):
+        it = ds[i]
+        m = it["meta"]
+        assert it["has_params"] and it["visible"].any()
+        assert torch.allclose(_decode(it, model).float(), it["joints_cam"], atol=1e-2)
+        # the stored image at the joints' full-camera projection (straight from the JSON)
+        c = cams[str(m["capture"])]
+        K = intrinsics(*(torch.tensor(v, dtype=torch.float64) for v in (*c["focal"][m["camera"]], *c["princpt"][m["camera"]])))
+        X = world_to_camera(torch.tensor(j3d[str(m["capture"])][str(m["frame"])]["world_coord"], dtype=torch.float64),
+                            torch.tensor(c["camrot"][m["camera"]], dtype=torch.float64), torch.tensor(c["campos"][m["camera"]], dtype=torch.float64))
+        uv = project(X, K).numpy()
+        src = np.asarray(Image.open(tmp_path / "images/train" / m["file_name"]).convert("RGB"), np.float64).transpose(2, 0, 1) / 255
+        crop = it["image"].double().numpy()
+        for j in torch.nonzero(it["joint_valid"]).flatten().tolist():
+            (x, y), (u, v) = it["joints_2d"][j].tolist(), uv[j]
+            if 1 <= x < S - 1 and 1 <= y < S - 1 and 1 <= u < src.shape[2] - 1 and 1 <= v < src.shape[1] - 1:
+                # same point, two samplings: equal up to bilinear-of-bilinear smoothing
+                np.testing.assert_allclose(_bilinear(crop, x, y), _bilinear(src, u, v), atol=0.2)
+        # visible joints lie on their own hand in the decoded meshes rasterized in the crop
+        p = unpack(it["y"][None].double(), it["K"][None].double(), S)
+        verts, faces, off = [], [], 0
+        for s in ("right", "left"):
+            out = model(p[s].rotmats, p[s].betas, s)
+            verts.append(out.vertices[0] + p[s].root[0])
+            faces.append(model.faces_for(s) + off)
+            off += out.vertices.shape[1]
+        frag = rasterize(torch.cat(verts).float(), torch.cat(faces), it["K"], S, S)
+        nf = len(faces[0])
+        for j in torch.nonzero(it["visible"]).flatten().tolist():
+            x, y = (int(t) for t in it["joints_2d"][j].floor().tolist())
+            win = frag.face_id[0, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+            hand = torch.where(win < 0, -1, (win >= nf).long())
+            total += 1
+            owned += int((hand == int(j >= 21)).any())
+    assert total > 50 and owned / total > 0.97, (owned, total)
 
 
 # ----------------------------------------------------------------------------- crops
@@ -345,3 +397,20 @@ def test_datamodule_batches_and_worker_seeding(fixture) -> None:
         assert batches[0]["y"].shape == (2, 218) and batches[0]["K"].shape == (2, 3, 3)
         for b in batches:
             assert torch.allclose(project(b["joints_cam"], b["K"]), b["joints_2d"], atol=1e-3)
+
+
+def test_show_cli_writes_a_figure(fixture, tmp_path_factory) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+
+    root, _ = fixture
+    out = tmp_path_factory.mktemp("fig") / "fig.png"
+    r = CliRunner().invoke(app, ["show", str(root), "--split", "test", "--index", "1", "--out", str(out),
+                                 "--image-size", "96", "--hand-model", "openhand"])
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.size[0] > 400 and im.size[1] > 200
+    r = CliRunner().invoke(app, ["show", str(root), "--index", "99", "--out", str(out), "--visibility", "none"])
+    assert r.exit_code != 0 and "out of range" in r.output
