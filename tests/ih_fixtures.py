@@ -28,9 +28,10 @@ def _camrot(yaw: float) -> np.ndarray:
     return np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])  # world->camera, looks at the origin
 
 
-def write_fixture(root: Path, split: str = "test", left_missing_frame: bool = True) -> dict:
-    """Write 2 frames × 2 cameras; returns ground truth for the tests."""
-    model = load_hand_model("openhand").double()
+def write_fixture(root: Path, split: str = "test", left_missing_frame: bool = True, model=None) -> dict:
+    """Write 2 frames × 2 cameras; returns ground truth for the tests. The NeuralAnnot
+    parameters belong to ``model`` (default OpenHand), world joints are that model's joints."""
+    model = load_hand_model("openhand").double() if model is None else model.double()
     g = torch.Generator().manual_seed(0)
     images, annotations, j3d, mano, truth = [], [], {}, {}, {}
     cams = {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}

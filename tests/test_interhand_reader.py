@@ -414,3 +414,29 @@ def test_show_cli_writes_a_figure(fixture, tmp_path_factory) -> None:
         assert im.size[0] > 400 and im.size[1] > 200
     r = CliRunner().invoke(app, ["show", str(root), "--index", "99", "--out", str(out), "--visibility", "none"])
     assert r.exit_code != 0 and "out of range" in r.output
+
+
+def test_real_style_mano_parameters_through_the_reader(tmp_path) -> None:
+    """NeuralAnnot written for a MANO-layout model (non-zero rest wrist and mean pose, fake
+    files): with only ``mano_path`` given the reader picks MANO, and y decodes to joints_cam."""
+    from handflow.testing.mano import write_fake_mano
+
+    mano_dir = tmp_path / "mano"
+    mano_dir.mkdir()
+    write_fake_mano(mano_dir)
+    mano = load_hand_model("mano", path=mano_dir).double()
+    assert mano.rest_wrist(torch.zeros(1, 10, dtype=torch.float64), "right").abs().max() > 1  # the pivot matters
+    root = tmp_path / "ih"
+    truth = write_fixture(root, model=mano)
+    ds = InterHandDataset(root, "test", 96, mano_path=mano_dir, visibility="none")
+    assert ds.hand_model.name == "mano"
+    n = 0
+    for i in range(len(ds)):
+        it = ds[i]
+        t = truth[it["meta"]["image_id"]]
+        v = it["joint_valid"]
+        assert torch.allclose(it["joints_cam"][v].double(), torch.from_numpy(t["cam"])[v], atol=1e-3)
+        if it["has_params"]:
+            n += 1
+            assert torch.allclose(_decode(it, mano).float(), it["joints_cam"], atol=1e-2)
+    assert n == 2
