@@ -205,3 +205,38 @@ def test_single_hand_frames_render_the_one_mesh(fixture, tmp_path, monkeypatch) 
             expect = torch.cat([pattern, torch.zeros(21, dtype=torch.bool)])
         inside = ((a["joints_2d"] >= 0) & (a["joints_2d"] < 64)).all(-1)
         assert torch.equal(a["visible"], expect & inside & a["joint_valid"])
+
+
+def test_parameters_of_another_hand_model_are_refused(tmp_path) -> None:
+    """A synthetic set names its hand model; reading its parameters with another model
+    would give wrong hands silently, so it is an error."""
+    from handflow.data import InterHandDataset
+    from handflow.hand.base import HandModel
+
+    write_fixture(tmp_path)
+    p = tmp_path / "annotations/test/InterHand2.6M_test_MANO_NeuralAnnot.json"
+    d = json.loads(p.read_text())
+    for frames in d.values():
+        for hands in frames.values():
+            for h in hands.values():
+                if h is not None:
+                    h["hand_model"] = "mano"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="'mano' parameters but hand_model is 'openhand'"):
+        InterHandDataset(tmp_path, "test", 64, hand_model="openhand", visibility="none")
+    ds = InterHandDataset(tmp_path, "test", 64, visibility="none")  # MANO without files: no parameters, no error
+    assert ds.index.manifest["hand_model"] == "mano" and ds.hand_model is None
+    assert not ds.annotation(0)["has_params"] and ds.annotation(0)["y"].abs().sum() == 0
+
+
+def test_datamodule_passes_mano_path_and_cache_dir(tmp_path) -> None:
+    pytest.importorskip("handflow.testing.mano")
+    from handflow.data.datamodule import InterHandDataModule
+    from handflow.testing.mano import write_fake_mano
+
+    write_fixture(tmp_path / "ih")
+    mano = write_fake_mano(tmp_path / "mano")
+    dm = InterHandDataModule(tmp_path / "ih", 64, 2, hand_model="mano", mano_path=mano["right"].parent,
+                             augment=False, cache_dir=tmp_path / "cache")
+    ds = dm.dataset("test")
+    assert ds.hand_model.name == "mano" and (tmp_path / "cache" / "test" / "manifest.json").exists()

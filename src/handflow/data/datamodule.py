@@ -47,7 +47,9 @@ def worker_init(worker_id: int) -> None:
 
 class InterHandDataModule(pl.LightningDataModule):
     """Train/val/test loaders; augmentation on the train split only; ``multihands`` (a
-    folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid``."""
+    folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid``.
+    ``mano_path`` (MANO model files for ``hand_model="mano"``) and ``cache_dir`` (index
+    location for a read-only root) are passed to every :class:`InterHandDataset`."""
 
     def __init__(
         self,
@@ -60,17 +62,20 @@ class InterHandDataModule(pl.LightningDataModule):
         seed: int = 0,
         multihands: str | Path | None = None,
         multihands_max: int = 8,
+        mano_path: str | Path | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.root, self.size, self.batch_size, self.num_workers = Path(root), image_size, batch_size, num_workers
         self.hand_model, self.augment, self.seed = hand_model, augment, seed
         self.multihands, self.multihands_max = multihands, multihands_max
+        self.mano_path, self.cache_dir = mano_path, cache_dir
         self._ds: dict[str, Any] = {}
 
     def dataset(self, split: str) -> Any:
         if split not in self._ds:
-            ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model,
-                                  augment=self.augment and split == "train", seed=self.seed)
+            ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model, mano_path=self.mano_path,
+                                  augment=self.augment and split == "train", seed=self.seed, cache_dir=self.cache_dir)
             if self.multihands is not None:
                 from handflow.multihands.dataset import MultiHandsDataset
 

@@ -104,11 +104,19 @@ class InterHandDataset(Dataset):
         self.seed, self.epoch, self.on_error = seed, 0, on_error
         if hand_model is None:
             hand_model = self.index.manifest.get("hand_model") or ("mano" if mano_path is not None else None)
+            if hand_model == "mano" and mano_path is None:  # MANO files are never shipped: degrade, don't fail
+                _warn_once("no-mano", "%s/%s: the parameters are MANO but no mano_path was given: has_params=False, "
+                           "y = 0 (pass mano_path= to use them)", root, split)
+                hand_model = None
         if isinstance(hand_model, str):
             from handflow.hand.registry import load_hand_model
 
             hand_model = load_hand_model(hand_model, path=mano_path) if hand_model == "mano" else load_hand_model(hand_model)
         self.hand_model = hand_model
+        stored = self.index.manifest.get("hand_model")
+        if hand_model is not None and stored is not None and getattr(hand_model, "name", stored) != stored:
+            raise ValueError(f"{self.index.paths['MANO_NeuralAnnot']} holds {stored!r} parameters but hand_model is "
+                             f"{hand_model.name!r}: pass hand_model={stored!r} (or None for the dataset's own model)")
         a = self.index.a
         has_extra_vis = bool((np.asarray(a["img_vis"][: min(len(self.index), 64)]) >= 0).any()) if len(self.index) else False
         if visibility == "auto":
