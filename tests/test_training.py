@@ -163,3 +163,24 @@ def test_non_finite_gradients_skip_the_step(tmp_path) -> None:
         p.grad = torch.ones_like(p)
     module.on_after_backward()
     assert module.skipped_batches == 1 and all(p.grad is not None for p in params)
+
+
+def test_cli_one_step_smoke_run(tiny_data, tmp_path) -> None:
+    """``handflow train`` end to end: one CPU step, then a refused resume with another backbone."""
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+
+    out = tmp_path / "cli"
+    args = ["train", "--config", "cpu", "--data", str(tiny_data), "--out", str(out), "--devices", "1",
+            "data.image_size=64", "data.batch_size=2", "data.num_workers=0", "model.flow_hidden=32", "train.max_steps=1",
+            "train.threads=1", "train.max_minutes=null", "train.val_every=1000"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 1 and ck["hyper_parameters"]["config"]["data"]["image_size"] == 64
+    assert (out / "logs").is_dir() and (out / "tb").is_dir()
+    bad = CliRunner().invoke(app, args + ["model.backbone=resnet34"])
+    assert bad.exit_code != 0 and "backbone" in str(bad.exception)
+    typo = CliRunner().invoke(app, args + ["loss.w_tpyo=1"])
+    assert typo.exit_code != 0 and "w_tpyo" in typo.output

@@ -173,7 +173,8 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
     saved = from_dict(ck["hyper_parameters"]["config"])
     for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
                        ("hand model", saved.data.hand_model, cfg.data.hand_model), ("image size", saved.data.image_size, cfg.data.image_size),
-                       ("flow steps", saved.model.flow_steps, cfg.model.flow_steps), ("flow hidden", saved.model.flow_hidden, cfg.model.flow_hidden)):
+                       ("flow steps", saved.model.flow_steps, cfg.model.flow_steps), ("flow hidden", saved.model.flow_hidden, cfg.model.flow_hidden),
+                       ("flow blocks", saved.model.flow_blocks, cfg.model.flow_blocks)):
         if a != b:
             raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "
                                      "use a matching config or another output folder")
