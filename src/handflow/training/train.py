@@ -33,16 +33,23 @@ class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
     def __init__(self, inner: Any, trainer: pl.Trainer, batch_size: int) -> None:
         self.inner, self.trainer, self.batch_size = inner, trainer, batch_size
 
-    def set_epoch(self, epoch: int) -> None:  # Lightning's epoch is ignored: see __iter__
-        pass
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches of it already done) from the run's total batch count."""
+        per_epoch = len(self.inner) // self.batch_size
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+        return divmod(done, max(per_epoch, 1))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before each epoch (after the plain sampler): the epoch derived
+        from the batch count wins, before DataLoader workers copy the dataset."""
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(self._position()[0])
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __iter__(self):
-        per_epoch = len(self.inner) // self.batch_size
-        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
-        epoch, skip = divmod(done, max(per_epoch, 1))
+        epoch, skip = self._position()
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
         if skip:
