@@ -125,3 +125,13 @@ def test_background_compositing_and_bad_input() -> None:
         Renderer(40, 40, "torch").render([Mesh(vertices=v, faces=f + 10)], K)
     with pytest.raises(ValueError, match="unknown render backend"):
         Renderer(40, 40, "vulkan")
+
+
+@needs_gl
+def test_torchvision_import_after_egl_context_does_not_crash() -> None:
+    import subprocess
+    import sys
+
+    code = "from handflow.render import Renderer\nRenderer(32, 32, 'gl')\nimport torchvision.ops\nprint('alive')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "alive" in res.stdout, (res.returncode, res.stderr[-500:])

@@ -86,11 +86,23 @@ def gl_projection(K: np.ndarray, width: int, height: int, near: float = NEAR_MM,
 _CTX: dict[int, object] = {}
 
 
+def _preload_torch_extensions() -> None:
+    """Load torchvision's native libraries before the first EGL context: importing
+    torchvision *after* Mesa's EGL driver is loaded segfaults (seen with Mesa 22.3 llvmpipe and
+    torchvision 0.29); loading it first is safe. A process that renders and then trains (the
+    demo) would otherwise crash on its first ``import lightning``."""
+    try:
+        import torchvision.ops  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _context():
     import moderngl
 
     pid = os.getpid()
     if pid not in _CTX:
+        _preload_torch_extensions()
         _CTX.clear()  # a forked child must not reuse the parent's context
         _CTX[pid] = moderngl.create_context(standalone=True, backend="egl", libgl="libGL.so.1", libegl="libEGL.so.1")
     return _CTX[pid]
