@@ -159,7 +159,8 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
 
         d = cfg.data
         datamodule = InterHandDataModule(d.root, d.image_size, d.batch_size, d.num_workers, hand_model=d.hand_model,
-                                         augment=d.augment, seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max)
+                                         augment=d.augment, seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max,
+                                         mano_path=d.mano_path)
     module = HandFlowModule(cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(resume) if isinstance(resume, (str, Path)) and resume not in (True, False) else (str(last) if resume and last.exists() else None)
