@@ -14,22 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
-from handflow.viz.predictions import HAND_COLORS, novel_view
+from handflow.viz.predictions import draw_skeleton, novel_view, to_uint8_image
 
 __all__ = ["plot_multihands", "NOVEL_VIEWS"]
 
 #: (yaw, pitch, title) of the two novel views, degrees
 NOVEL_VIEWS = ((90.0, 0.0, "side view (yaw 90°)"), (0.0, -80.0, "top view (pitch −80°)"))
-
-
-def _skeleton(ax, pts: np.ndarray, alpha: float, lw: float) -> None:
-    for j, p in enumerate(IH42_PARENTS):
-        if p >= 0:
-            col = HAND_COLORS[0 if j < NUM_HAND_JOINTS else 1]
-            ax.plot(pts[[j, p], 0], pts[[j, p], 1], color=col, alpha=alpha, lw=lw, solid_capstyle="round")
 
 
 def plot_multihands(
@@ -68,17 +60,14 @@ def plot_multihands(
     if image is None:
         img = np.full((size, size, 3), 200, np.uint8)
     else:
-        img_t = torch.as_tensor(image).detach().cpu()
-        if img_t.dim() == 3 and img_t.shape[0] == 3:
-            img_t = (img_t.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
-        img = img_t.numpy()
+        img = to_uint8_image(image)
     spread = per_joint_spread(x).numpy() if len(x) > 1 else np.zeros(gt.shape[0])
     drawn = x[:max_drawn]
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.8))
     ax = axes[0]
     ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
     for s in project(drawn, K).numpy():
-        _skeleton(ax, s, alpha=0.15, lw=1.0)
+        draw_skeleton(ax, s, alpha=0.15, lw=1.0)
     g2 = project(gt[None], K)[0].numpy()
     ax.scatter(g2[vis, 0], g2[vis, 1], s=14, c="white", edgecolors="k", lw=0.6, zorder=3, label="visible (GT)")
     ax.scatter(g2[~vis, 0], g2[~vis, 1], s=14, c="k", marker="x", lw=0.8, zorder=3, label="occluded (GT)")
@@ -92,9 +81,9 @@ def plot_multihands(
     sc = None
     for ax, (yaw, pitch, name) in zip(axes[1:], NOVEL_VIEWS):
         for s in drawn:
-            _skeleton(ax, novel_view(s, yaw, pitch, centre).numpy(), alpha=0.12, lw=1.0)
+            draw_skeleton(ax, novel_view(s, yaw, pitch, centre).numpy(), alpha=0.12, lw=1.0)
         v = novel_view(gt, yaw, pitch, centre).numpy()
-        _skeleton(ax, v, alpha=1.0, lw=2.0)
+        draw_skeleton(ax, v, alpha=1.0, lw=2.0)
         sc = ax.scatter(v[:, 0], v[:, 1], c=spread, cmap="viridis", vmin=0, vmax=vmax, s=22, zorder=3,
                         edgecolors="k", linewidths=0.3)
         ax.set_aspect("equal")

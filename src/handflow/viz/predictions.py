@@ -19,7 +19,7 @@ from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
 
-__all__ = ["plot_prediction", "write_samples_html", "novel_view"]
+__all__ = ["plot_prediction", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton"]
 
 HAND_COLORS = ("#e4572e", "#2e86ab")  # right, left
 
@@ -34,7 +34,16 @@ def novel_view(points: Tensor, yaw_deg: float, pitch_deg: float = 0.0, center: T
     return (points - c) @ (Rx @ Ry).T + c
 
 
-def _skeleton(ax, pts: np.ndarray, alpha: float, lw: float) -> None:
+def to_uint8_image(image: np.ndarray | Tensor) -> np.ndarray:
+    """(H, W, 3) uint8 or (3, H, W) float in [0, 1] -> (H, W, 3) uint8 numpy."""
+    img = image.detach().cpu() if isinstance(image, Tensor) else torch.as_tensor(image)
+    if img.dim() == 3 and img.shape[0] == 3:
+        img = (img.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
+    return img.numpy()
+
+
+def draw_skeleton(ax, pts: np.ndarray, alpha: float = 1.0, lw: float = 1.5) -> None:
+    """Draw the 42-joint two-hand skeleton ``pts`` (42, >=2) on a matplotlib axis."""
     for j, p in enumerate(IH42_PARENTS):
         if p < 0:
             continue
@@ -72,10 +81,7 @@ def plot_prediction(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = image.detach().cpu() if isinstance(image, Tensor) else torch.as_tensor(image)
-    if img.dim() == 3 and img.shape[0] == 3:
-        img = (img.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
-    img = img.numpy()
+    img = to_uint8_image(image)
     K, z0, samples = K.detach().cpu().double(), z0.detach().cpu().double(), samples.detach().cpu().double()
     spread = per_joint_spread(samples).numpy()
     drawn = samples[: max_drawn]
@@ -83,8 +89,8 @@ def plot_prediction(
     ax = axes[0]
     ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
     for s in project(drawn, K).numpy():
-        _skeleton(ax, s, alpha=0.15, lw=1.0)
-    _skeleton(ax, project(z0[None], K)[0].numpy(), alpha=1.0, lw=2.2)
+        draw_skeleton(ax, s, alpha=0.15, lw=1.0)
+    draw_skeleton(ax, project(z0[None], K)[0].numpy(), alpha=1.0, lw=2.2)
     if gt is not None:
         g2 = project(gt.detach().cpu().double()[None], K)[0].numpy()
         ax.scatter(g2[:, 0], g2[:, 1], s=10, facecolors="none", edgecolors="k", lw=0.8, label="ground truth")
@@ -98,9 +104,9 @@ def plot_prediction(
     for ax, (yaw, pitch, name) in zip(axes[1:], ((90.0, 0.0, "side view (90°)"), (0.0, -80.0, "top view"))):
         for s in drawn:
             v = novel_view(s, yaw, pitch, centre).numpy()
-            _skeleton(ax, v, alpha=0.12, lw=1.0)
+            draw_skeleton(ax, v, alpha=0.12, lw=1.0)
         v0 = novel_view(z0, yaw, pitch, centre).numpy()
-        _skeleton(ax, v0, alpha=1.0, lw=2.0)
+        draw_skeleton(ax, v0, alpha=1.0, lw=2.0)
         sc = ax.scatter(v0[:, 0], v0[:, 1], c=spread, cmap="viridis", vmin=0, vmax=vmax, s=22, zorder=3, edgecolors="k", linewidths=0.3)
         ax.set_aspect("equal")
         ax.invert_yaxis()
