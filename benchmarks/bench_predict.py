@@ -29,9 +29,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
     model = build_model(cfg).to(a.device).eval()
-    y = torch.randn(64, 218)
+    y = torch.randn(64, 218, device=a.device)
     model.normalizer.fit(y)
-    model.initialize(torch.zeros(64, model.backbone.dim), model.normalizer.normalize(y))
+    model.initialize(torch.zeros(64, model.backbone.dim, device=a.device), model.normalizer.normalize(y))
     S = cfg.data.image_size
     img = torch.rand(1, 3, S, S, device=a.device)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)

@@ -165,6 +165,24 @@ def test_non_finite_gradients_skip_the_step(tmp_path) -> None:
     assert module.skipped_batches == 1 and all(p.grad is not None for p in params)
 
 
+def test_non_finite_gradients_left_to_the_amp_grad_scaler() -> None:
+    """Under 16-bit AMP the GradScaler must see the inf gradients (it skips the step and lowers
+    its scale); clearing them made it fail with 'No inf checks were recorded'."""
+    from types import SimpleNamespace
+
+    from handflow.training import HandFlowModule
+
+    module = HandFlowModule(load_config("cpu", ["model.flow_hidden=32", "data.image_size=64"]))
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    params = list(module.parameters())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[3].grad[0] = float("inf")
+    module.on_after_backward()
+    assert module.skipped_batches == 0 and all(p.grad is not None for p in params)
+    assert torch.isinf(params[3].grad).any()
+
+
 def test_cli_one_step_smoke_run(tiny_data, tmp_path) -> None:
     """``handflow train`` end to end: one CPU step, then a refused resume with another backbone."""
     from typer.testing import CliRunner

@@ -142,6 +142,12 @@ class HandFlowModule(pl.LightningModule):
         m.initialize(y.new_zeros(y.shape[0], m.backbone.dim), m.normalizer.normalize(y))
 
     def on_after_backward(self) -> None:
+        """Skip a step whose gradients are not finite. Under 16-bit mixed precision the
+        GradScaler already does this (and lowers its scale); clearing gradients there would
+        break its bookkeeping, so the check is left to it."""
+        plugin = getattr(self._trainer, "precision_plugin", None) if self._trainer is not None else None
+        if getattr(plugin, "scaler", None) is not None:
+            return
         bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         if bad:
             log.warning("step %d: non-finite gradients in %s...; step skipped", self.global_step, bad[:3])
