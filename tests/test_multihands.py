@@ -360,6 +360,20 @@ def test_attach_multihands_identity_and_augmented_frame(run, items) -> None:
     assert not c["multi_valid"].any()
 
 
+def test_data_module_needs_multihands_for_train_only(run, tmp_path) -> None:
+    from handflow.data.datamodule import InterHandDataModule
+
+    out, _ = run  # annotations for the test split only
+    dm = InterHandDataModule(tmp_path, 64, 2, multihands=out)
+    assert dm.wants_multihands("test") and not dm.wants_multihands("val")
+    with pytest.raises(FileNotFoundError, match="split 'train'"):
+        import handflow.multihands.io as io
+
+        io.load(out, "train")
+    assert dm.wants_multihands("train")  # required: its absence is an error when the loader is built
+    assert not InterHandDataModule(tmp_path, 64, 2).wants_multihands("train")
+
+
 # ----------------------------------------------------------------------------- diagnostics
 def test_diagnostics_known_answer() -> None:
     from handflow.multihands.diagnostics import image_diagnostics, summarize

@@ -47,7 +47,8 @@ def worker_init(worker_id: int) -> None:
 
 class InterHandDataModule(pl.LightningDataModule):
     """Train/val/test loaders; augmentation on the train split only; ``multihands`` (a
-    folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid``.
+    folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid`` (train split
+    required, other splits where annotated; see :meth:`wants_multihands`).
     ``mano_path`` (MANO model files for ``hand_model="mano"``) and ``cache_dir`` (index
     location for a read-only root) are passed to every :class:`InterHandDataset`."""
 
@@ -72,11 +73,19 @@ class InterHandDataModule(pl.LightningDataModule):
         self.mano_path, self.cache_dir = mano_path, cache_dir
         self._ds: dict[str, Any] = {}
 
+    def wants_multihands(self, split: str) -> bool:
+        """MultiHands targets are required for the train split (the loss uses them) and
+        attached to another split only where annotations for it exist (validation scores the
+        ground truth, so it runs without them)."""
+        if self.multihands is None:
+            return False
+        return split == "train" or (Path(self.multihands) / split).is_dir()
+
     def dataset(self, split: str) -> Any:
         if split not in self._ds:
             ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model, mano_path=self.mano_path,
                                   augment=self.augment and split == "train", seed=self.seed, cache_dir=self.cache_dir)
-            if self.multihands is not None:
+            if self.wants_multihands(split):
                 from handflow.multihands.dataset import MultiHandsDataset
 
                 ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max)
