@@ -10,21 +10,11 @@ from handflow.config import load_config
 from handflow.data.datamodule import InterHandDataModule
 from handflow.training import CheckpointMismatch, load_checkpoint, train
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from handflow.data.synth.generate import SynthConfig, generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, SynthConfig(frames=10, cameras=2, image_size=64, seed=3), progress=False)
-    return root
+from conftest import tiny_cfg
 
 
 def _cfg(root, out, steps, **kw):
-    o = [f"data.root={root}", f"train.out_dir={out}", f"train.max_steps={steps}", "data.image_size=64", "data.batch_size=2",
-         "data.augment=false", "model.flow_hidden=64", "train.ckpt_every=1", "train.val_every=1000", "train.threads=1",
-         "train.accelerator=cpu", "train.max_minutes=null", "loss.num_samples=2"]
-    return load_config("cpu", o + [f"{k}={v}" for k, v in kw.items()])
+    return tiny_cfg(root, out, steps, **kw)
 
 
 def _dm(cfg):

@@ -14,6 +14,9 @@ from handflow.cli import predict as _predict  # noqa: E402,F401
 from handflow.cli import show as _show  # noqa: E402,F401
 from handflow.cli import multihands as _multihands  # noqa: E402,F401
 from handflow.cli import synth as _synth  # noqa: E402,F401
+from handflow.cli import report as _report  # noqa: E402,F401
+from handflow.cli import evaluate as _evaluate  # noqa: E402,F401
+from handflow.cli import view_select as _view_select  # noqa: E402,F401
 
 
 def main() -> None:

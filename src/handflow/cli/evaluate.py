@@ -1,0 +1,41 @@
+"""``handflow evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from handflow.cli.app import app
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="Trained checkpoint (any model kind)."),
+    data: Path = typer.Option(..., help="Dataset root (InterHand2.6M layout, real or synthetic)."),
+    out: Path = typer.Option(..., help="Output folder: per_image.npz, summary.json/.csv/.md (resumable)."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    multihands: Path = typer.Option(None, help="MultiHands output root (min/max MPJPE and MMD need it)."),
+    samples: int = typer.Option(100, min=1, help="Samples per image."),
+    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first LIMIT images."),
+    num_workers: int = typer.Option(0, min=0, help="Data-loader processes."),
+    overwrite: bool = typer.Option(False, help="Discard an earlier evaluation in OUT with other settings."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Single-annotation MPJPE (z = 0 and best of N), min/max MPJPE over plausible annotations,
+    MMD per alignment and sample spread of one checkpoint; rerun to resume."""
+    from handflow.evaluation import RunMismatch
+    from handflow.evaluation import evaluate as run
+    from handflow.evaluation.evaluate import summary_markdown
+
+    try:
+        summary = run(checkpoint, data, out, split=split, multihands=multihands, samples=samples, batch_size=batch_size,
+                      device=device, seed=seed, limit=limit, num_workers=num_workers, progress=progress, overwrite=overwrite)
+    except (FileNotFoundError, RunMismatch, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(summary_markdown(summary))
+    typer.echo(f"written: {out / 'per_image.npz'}, {out / 'summary.json'}")

@@ -1,0 +1,10 @@
+"""Evaluation: ``handflow evaluate`` (every metric of one checkpoint), view selection and the
+benchmark report (``handflow report``: the paper's Tables 1-3 on the synthetic benchmark).
+
+>>> from handflow.evaluation import evaluate
+>>> summary = evaluate("runs/flow/checkpoints/last.ckpt", "data_synth", "eval/flow", multihands="mh")
+"""
+
+from handflow.evaluation.evaluate import ALIGNS, COLUMNS, RunMismatch, evaluate, image_metrics
+
+__all__ = ["evaluate", "image_metrics", "RunMismatch", "ALIGNS", "COLUMNS"]
