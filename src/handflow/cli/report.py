@@ -27,6 +27,7 @@ def report(
     workers: int = typer.Option(1, min=0, help="Data-loader processes per training run."),
     mh_shards: int = typer.Option(1, min=1, help="MultiHands shards generated side by side."),
     mh_train_num: int = typer.Option(16, min=1, help="MultiHands annotations per training image."),
+    train_minutes: float = typer.Option(None, help="Wall-clock cap per training run (minutes)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train HandFlowNet, the four baselines and four ablations for every seed, evaluate them
@@ -42,7 +43,7 @@ def report(
     run_t = tuple(RUNS) if runs == "all" else tuple(r.strip() for r in runs.split(",") if r.strip())
     plan = ReportPlan(work=str(work), preset=preset, frames=frames, cameras=cameras, image_size=image_size, seeds=seed_t,
                       steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
-                      mh_shards=mh_shards, mh_train_num=mh_train_num)
+                      mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes)
     try:
         md = run_report(plan, tuple(s.strip() for s in stages.split(",") if s.strip()), out, progress)
     except (ValueError, FileNotFoundError, JobFailed) as e:

@@ -62,7 +62,9 @@ class ReportPlan:
 
     ``frames`` × ``cameras`` images, split 80/10/10 by frame; synthetic images are rendered at
     ``2 × image_size`` and cropped to ``image_size``. ``steps`` training steps per run at the
-    preset's batch size. ``parallel`` runs side by side, each with ``workers`` loader processes.
+    preset's batch size, stopped early at ``train_minutes`` of wall time if set (the steps
+    reached are in each run's logs and the per-seed table). ``parallel`` runs side by side,
+    each with ``workers`` loader processes.
     """
 
     work: str
@@ -83,6 +85,7 @@ class ReportPlan:
     workers: int = 1
     mh_shards: int = 1
     data_seed: int = 0
+    train_minutes: float | None = None
     extra_overrides: tuple[str, ...] = ()
 
     @property
@@ -116,7 +119,8 @@ def plan_command(plan: ReportPlan) -> str:
     default, args = ReportPlan(work=plan.work), ["handflow", "report", "--work", plan.work]
     for opt, key in (("--preset", "preset"), ("--frames", "frames"), ("--cameras", "cameras"), ("--image-size", "image_size"),
                      ("--steps", "steps"), ("--samples", "samples"), ("--device", "device"), ("--parallel", "parallel"),
-                     ("--workers", "workers"), ("--mh-shards", "mh_shards"), ("--mh-train-num", "mh_train_num")):
+                     ("--workers", "workers"), ("--mh-shards", "mh_shards"), ("--mh-train-num", "mh_train_num"),
+                     ("--train-minutes", "train_minutes")):
         if getattr(plan, key) != getattr(default, key):
             args += [opt, str(getattr(plan, key))]
     if plan.seeds != default.seeds:
@@ -194,7 +198,8 @@ def train_job(plan: ReportPlan, name: str, seed: int) -> Job:
     """The ``handflow train`` command of one run (also written into the report)."""
     spec, out = RUNS[name], plan.run_dir(name, seed)
     over = [f"train.max_steps={plan.steps}", f"train.seed={seed}", f"data.num_workers={plan.workers}",
-            f"data.image_size={plan.image_size}", "train.threads=1", "train.max_minutes=null",
+            f"data.image_size={plan.image_size}", "train.threads=1",
+            f"train.max_minutes={'null' if plan.train_minutes is None else plan.train_minutes}",
             f"train.ckpt_every={max(100, plan.steps // 10)}", f"train.val_every={max(plan.steps, 1)}"]
     if plan.device.startswith("cuda"):
         over.append("train.accelerator=gpu")
@@ -447,8 +452,9 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
           ""]
     # per-seed appendix
     L += ["## Per-seed values", "",
-          _table(["run", "seed", "MMD Global", "MMD RRR", "MMD RR", "spread", "RR z=0", "min Global", "max Global"],
-                 [[RUNS[n].label, str(s)] + [f"{res.summary[n][s]['metrics'].get(k, {}).get('mean', float('nan')):.3f}"
+          _table(["run", "seed", "steps", "MMD Global", "MMD RRR", "MMD RR", "spread", "RR z=0", "min Global", "max Global"],
+                 [[RUNS[n].label, str(s), str(_finished_step(plan.run_dir(n, s) / "checkpoints" / "last.ckpt"))]
+                  + [f"{res.summary[n][s]['metrics'].get(k, {}).get('mean', float('nan')):.3f}"
                                              for k in ("mmd_global", "mmd_rrr", "mmd_rr", "spread_mm", "mpjpe_z0_rr", "min_global", "max_global")]
                   for n in res.summary for s in sorted(res.summary[n])]), ""]
     out_md.parent.mkdir(parents=True, exist_ok=True)

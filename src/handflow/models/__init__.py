@@ -15,10 +15,7 @@ MODEL_REGISTRY: dict[str, type[HandPoseModel]] = {"flow": HandFlowNet}
 def build_model(cfg: Config) -> HandPoseModel:
     """Instantiate ``cfg.model.kind``."""
     if cfg.model.kind not in MODEL_REGISTRY:
-        try:  # baselines live in their own module
-            import handflow.models.baselines  # noqa: F401
-        except ImportError:
-            pass
+        import handflow.baselines  # noqa: F401  (the baselines register themselves)
     if cfg.model.kind not in MODEL_REGISTRY:
         raise ValueError(f"unknown model kind {cfg.model.kind!r}: known {sorted(MODEL_REGISTRY)}")
     return MODEL_REGISTRY[cfg.model.kind](cfg)
