@@ -22,7 +22,8 @@ def evaluate(
     seed: int = typer.Option(0, help="Sampling seed."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first LIMIT images."),
     num_workers: int = typer.Option(0, min=0, help="Data-loader processes."),
-    overwrite: bool = typer.Option(False, help="Discard an earlier evaluation in OUT with other settings."),
+    chunk_images: int = typer.Option(512, min=1, help="Images per resumable chunk (written under OUT/chunks/)."),
+    overwrite: bool = typer.Option(False, help="Discard an earlier evaluation in OUT (other settings) and start afresh."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Single-annotation MPJPE (z = 0 and best of N), min/max MPJPE over plausible annotations,
@@ -33,9 +34,10 @@ def evaluate(
 
     try:
         summary = run(checkpoint, data, out, split=split, multihands=multihands, samples=samples, batch_size=batch_size,
-                      device=device, seed=seed, limit=limit, num_workers=num_workers, progress=progress, overwrite=overwrite)
+                      device=device, seed=seed, limit=limit, num_workers=num_workers, chunk_images=chunk_images,
+                      progress=progress, overwrite=overwrite)
     except (FileNotFoundError, RunMismatch, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(summary_markdown(summary))
-    typer.echo(f"written: {out / 'per_image.npz'}, {out / 'summary.json'}")
+    typer.echo(f"written: {out / 'per_image.npz'}, {out / 'summary.json'}, {out / 'summary.csv'}, {out / 'summary.md'}")

@@ -1,95 +1,65 @@
 """``handflow evaluate``: every metric of the paper for one checkpoint on one split.
 
-Per test image: the z = 0 estimate and ``S`` samples (backbone once, :meth:`HandPoseModel.predict`),
-decoded to camera-frame joints (mm), then
+Per image: the z = 0 estimate and ``S`` samples (:meth:`HandPoseModel.predict`, backbone
+once), decoded to camera-frame joints (mm) in one batched call, then (``per_image.py``)
 
 - single-annotation MPJPE of the z = 0 estimate against the ground truth (RR, RRR, Global,
   and RR* on the joints occluded in the image) and of the best of the ``S`` samples;
-- the mean per-joint sample spread (Global alignment, mm);
+- the sample spread (mean per-joint RMS deviation of the samples, mm);
 - with MultiHands annotations: min / max MPJPE of the z = 0 estimate over the plausible
   annotations (the ground truth counted as one of them: it is plausible by definition) and
   the MMD between the samples and those annotations, per alignment.
 
-Work is split into chunks of images, each written atomically under ``out/chunks/``; a rerun
-skips finished chunks, and each chunk has its own seeded generator so results do not depend
-on where a run was resumed.
+The split is processed in chunks of ``chunk_images`` images, each written atomically under
+``out/chunks/``; a rerun skips finished chunks. Chunk ``c`` draws its samples from its own CPU
+generator seeded ``seed * SEED_STRIDE + c``, so the results do not depend on where a run was
+resumed (they do depend on ``batch_size``, which splits the chunk's random stream).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import logging
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 import handflow
-from handflow.constants import NUM_JOINTS
-from handflow.metrics import mmd, mpjpe, mpjpe_min_max, mpjpe_occluded, sample_spread
+from handflow.metrics import DEFAULT_BANDWIDTHS
+from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
+from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
 
-__all__ = ["evaluate", "image_metrics", "RunMismatch", "ALIGNS", "COLUMNS"]
+__all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
+           "image_metrics", "summary_markdown"]
 
-ALIGNS = ("rr", "rrr", "global")
-#: per-image float columns of per_image.npz (the MultiHands ones are NaN without annotations)
-COLUMNS = (
-    "spread_mm",
-    *(f"mpjpe_z0_{a}" for a in ALIGNS), "mpjpe_z0_rr_occ",
-    *(f"mpjpe_best_{a}" for a in ALIGNS),
-    *(f"min_{a}" for a in ALIGNS), *(f"max_{a}" for a in ALIGNS), *(f"mmd_{a}" for a in ALIGNS),
-)
+log = logging.getLogger(__name__)
+
+#: image-identifying columns of per_image.npz
 META = ("image_id", "capture", "seq", "camera", "frame")
 #: generator seed of chunk c: seed * SEED_STRIDE + c
 SEED_STRIDE = 1_000_003
+#: run.json keys that must match to resume (the others only warn)
+RUN_KEYS = ("checkpoint_identity", "data", "split", "multihands", "samples", "seed", "images", "chunk_images")
 
 
 class RunMismatch(ValueError):
     """``out`` holds an evaluation made with other settings."""
 
 
-def image_metrics(z0: Tensor, samples: Tensor, gt: Tensor, valid: Tensor, visible: Tensor,
-                  annotations: Tensor | None = None, ann_valid: Tensor | None = None) -> dict[str, Tensor]:
-    """All per-image metrics of one batch (float64, mm).
-
-    Args:
-        z0: (B, 42, 3) z = 0 estimate; samples: (B, S, 42, 3); gt: (B, 42, 3) ground truth.
-        valid: (B, 42) bool joints with ground truth; visible: (B, 42) bool visible in the image.
-        annotations: optional (B, N, 42, 3) plausible annotations (ground truth included);
-        ann_valid: (B, N) bool, False for padding rows.
-
-    Returns:
-        ``{column: (B,)}`` for every name in :data:`COLUMNS` (NaN where undefined).
-    """
-    z0, samples, gt = z0.double(), samples.double(), gt.double()
-    out: dict[str, Tensor] = {"spread_mm": sample_spread(samples)}
-    for a in ALIGNS:
-        out[f"mpjpe_z0_{a}"] = mpjpe(z0, gt, a, mask=valid)
-        out[f"mpjpe_best_{a}"] = mpjpe(samples, gt[:, None], a, mask=valid[:, None]).nan_to_num(math.inf).amin(1)
-        out[f"mpjpe_best_{a}"] = torch.where(torch.isinf(out[f"mpjpe_best_{a}"]), torch.nan, out[f"mpjpe_best_{a}"])
-    out["mpjpe_z0_rr_occ"] = mpjpe_occluded(z0, gt, visible, valid)
-    nan = torch.full((z0.shape[0],), torch.nan, dtype=torch.float64, device=z0.device)
-    for a in ALIGNS:
-        if annotations is None:
-            out[f"min_{a}"], out[f"max_{a}"], out[f"mmd_{a}"] = nan, nan, nan
-            continue
-        ann = annotations.double()
-        lo, hi = mpjpe_min_max(z0, ann, a, mask=valid, ann_valid=ann_valid)
-        out[f"min_{a}"], out[f"max_{a}"] = lo, hi
-        out[f"mmd_{a}"] = mmd(samples, torch.where(ann_valid[..., None, None], ann, 0.0), a, ann_mask=ann_valid)
-    return out
-
-
-def _identity(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    h = hashlib.sha1()
+def checkpoint_identity(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a checkpoint file (independent of its path and mtime)."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-    return {"size": st.st_size, "head_sha1": h.hexdigest()}
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -98,168 +68,215 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _check_inputs(checkpoint: Path, data: Path, multihands: Path | None, samples: int, batch_size: int,
+                  chunk_images: int, limit: int | None, device: str) -> None:
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples} (pass --samples N with N >= 1; the paper uses 100)")
+    for name, v in (("batch_size", batch_size), ("chunk_images", chunk_images)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint} (pass --checkpoint RUN/checkpoints/last.ckpt)")
+    if not data.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {data} (pass --data DIR holding images/ and annotations/)")
+    if multihands is not None and not multihands.is_dir():
+        raise FileNotFoundError(f"MultiHands folder not found: {multihands} (generate it with `handflow multihands "
+                                f"--data {data} --split SPLIT --out {multihands}`, or leave out --multihands)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no GPU (pass --device cpu)")
 
 
-def _annotations(records: Any, ids: list[int], gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(B, 1+N, 42, 3) ground truth + MultiHands joints, (B, 1+N) valid, (B,) has annotations."""
-    recs = [records[i] if records is not None and i in records else None for i in ids]
-    n = max([0] + [len(r.joints) for r in recs if r is not None])
-    B = len(ids)
-    ann = torch.zeros(B, 1 + n, NUM_JOINTS, 3, dtype=torch.float64)
-    ok = torch.zeros(B, 1 + n, dtype=torch.bool)
-    ann[:, 0], ok[:, 0] = gt.double().cpu(), True
-    has = torch.zeros(B, dtype=torch.bool)
-    for b, r in enumerate(recs):
-        if r is not None:
-            k = len(r.joints)
-            ann[b, 1 : 1 + k] = torch.as_tensor(np.asarray(r.joints), dtype=torch.float64)
-            ok[b, 1 : 1 + k] = True
-            has[b] = True
-    return ann, ok, has
+def _open_dataset(data: Path, split: str, cfg: Any) -> Any:
+    from handflow.data import InterHandDataset
+
+    try:
+        return InterHandDataset(data, split, cfg.data.image_size, hand_model=cfg.data.hand_model,
+                                mano_path=cfg.data.mano_path, augment=False)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"split {split!r} not found in {data} ({e}); pass --split with a split the "
+                                "dataset has (train, val, test)") from None
 
 
-def _summary_stats(v: np.ndarray) -> dict[str, float]:
-    f = v[np.isfinite(v)]
-    if f.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "sem": float("nan"), "count": 0}
-    sd = float(f.std(ddof=1)) if f.size > 1 else 0.0
-    return {"mean": float(f.mean()), "std": sd, "sem": sd / math.sqrt(f.size), "count": int(f.size)}
+def _open_multihands(multihands: Path, split: str, image_ids: np.ndarray) -> Any:
+    """MultiHands records of ``split``; raises when they share no image with the data, warns
+    with counts when only some images have annotations."""
+    from handflow.multihands import load
+
+    try:
+        records = load(multihands, split)
+    except FileNotFoundError as e:
+        have = sorted(p.name for p in multihands.iterdir() if p.is_dir())
+        raise FileNotFoundError(f"no MultiHands annotations for split {split!r} in {multihands} (it holds {have}): "
+                                f"{e}") from None
+    n = sum(int(i) in records for i in image_ids)
+    if n == 0:
+        raise ValueError(f"the MultiHands annotations in {multihands}/{split} ({len(records)} images) share no image id "
+                         f"with the {len(image_ids)} images evaluated: annotations of another dataset or split? "
+                         "Pass the --multihands folder generated from this --data")
+    if n < len(image_ids):
+        msg = (f"only {n} of the {len(image_ids)} images evaluated have MultiHands annotations in {multihands}/{split}: "
+               "min/max MPJPE and MMD are over those (NaN for the others)")
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+    return records
+
+
+def _prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> Path:
+    """Check ``out/run.json`` against ``run``, clear it on ``overwrite``; returns ``out/chunks``."""
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = out / "chunks"
+    path = out / "run.json"
+    if overwrite:
+        if chunks.exists():
+            for p in chunks.glob("*.npz"):
+                p.unlink()
+        for name in ("per_image.npz", "summary.json", "summary.csv", "summary.md"):
+            (out / name).unlink(missing_ok=True)
+    elif path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: {"saved": old.get(k), "now": run[k]} for k in RUN_KEYS if old.get(k) != run[k]}
+        if diff:
+            raise RunMismatch(f"{out} holds an evaluation made with other settings ({', '.join(diff)} differ: {diff}); "
+                              "use a fresh --out, or --overwrite to discard it")
+        soft = {k: (old.get(k), run[k]) for k in ("batch_size", "device") if old.get(k) != run[k]}
+        if soft and any(chunks.glob("chunk-*.npz")):
+            warnings.warn(f"resuming {out} with other {soft} (saved, now): the remaining chunks draw other "
+                          "samples / round differently than an uninterrupted run would", stacklevel=3)
+    elif chunks.exists() and any(chunks.glob("chunk-*.npz")):
+        raise RunMismatch(f"{out}/chunks holds results but no run.json: use a fresh --out, or --overwrite")
+    chunks.mkdir(exist_ok=True)
+    atomic_text(path, json.dumps(run, indent=1))
+    return chunks
+
+
+def _chunk_batches(pending: list[int], M: int, chunk_images: int, batch_size: int) -> Iterator[list[int]]:
+    for c in pending:
+        lo, hi = c * chunk_images, min(M, (c + 1) * chunk_images)
+        for a in range(lo, hi, batch_size):
+            yield list(range(a, min(hi, a + batch_size)))
+
+
+def _batch_columns(module: Any, batch: dict[str, Any], samples: int, g: torch.Generator, size: int, device: str,
+                   records: Any) -> dict[str, np.ndarray]:
+    """Per-image columns of one collated batch (B images)."""
+    from handflow.models import decode_joints
+
+    ids = [int(i) for i in batch["meta"]["image_id"]]
+    with torch.no_grad():
+        pred = module.model.predict(batch["image"].to(device, torch.float32), samples, g)
+        K = batch["K"].to(device, torch.float32)
+        y = torch.cat([pred["z0"][:, None], pred["samples"]], 1)  # (B, 1+S, 218)
+        J = decode_joints(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
+    gt, valid = batch["joints_cam"].to(device, torch.float64), batch["joint_valid"].to(device).bool()
+    ann = ok = None
+    has = torch.zeros(len(ids), dtype=torch.bool)
+    if records is not None:
+        ann, ok, has = gather_annotations(records, ids, gt, valid)
+        ann, ok = ann.to(device), ok.to(device)
+    m = image_metrics(J[:, 0], J[:, 1:], gt, valid, batch["visible"].to(device).bool(), ann, ok)
+    hasn = has.numpy()
+    cols = {k: m[k].cpu().numpy() for k in COLUMNS}
+    for k in MH_COLUMNS:
+        cols[k] = np.where(hasn, cols[k], np.nan)
+    cols["has_multihands"] = hasn
+    cols["num_annotations"] = np.where(hasn, ok.sum(1).cpu().numpy() - 1, 0).astype(np.int64) if ok is not None \
+        else np.zeros(len(ids), np.int64)
+    for k in META:
+        v = batch["meta"][k]
+        cols[k] = np.asarray([str(x) for x in v]) if k in ("seq", "camera") else np.asarray([int(x) for x in v], np.int64)
+    return cols
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: str = "test",
              multihands: str | Path | None = None, samples: int = 100, batch_size: int = 32, device: str = "cpu",
              seed: int = 0, limit: int | None = None, num_workers: int = 0, chunk_images: int = 512,
              progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on ``data/split``; writes ``per_image.npz``, ``summary.json``,
-    ``summary.csv`` and ``summary.md`` into ``out`` and returns the summary dict.
+    """Evaluate ``checkpoint`` (any model kind) on ``data/split``.
+
+    Writes into ``out``: ``per_image.npz`` (M images in dataset order; columns in
+    ``docs/evaluation.md``), ``summary.json``, ``summary.csv``, ``summary.md``, plus ``run.json``
+    and ``chunks/`` for resuming. A rerun with the same settings continues where it stopped.
+
+    Args:
+        checkpoint: a ``handflow train`` checkpoint.
+        data: dataset root (InterHand2.6M layout, real or synthetic).
+        out: output folder.
+        split: split to evaluate.
+        multihands: ``handflow multihands`` output root; without it the min/max MPJPE and
+            MMD columns are NaN.
+        samples: S samples per image.
+        batch_size: images per forward pass.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (network in float32, metrics in float64).
+        seed: sampling seed.
+        limit: evaluate only the first ``limit`` images.
+        num_workers: data-loader processes.
+        chunk_images: images per resumable chunk.
+        progress: show a progress bar.
+        overwrite: discard an earlier evaluation in ``out`` made with other settings.
+
+    Returns:
+        The ``summary.json`` dict: settings, counts and ``metrics[column] = {mean, std, sem,
+        count}`` over the images where the column is defined.
 
     Raises:
-        FileNotFoundError: missing checkpoint, dataset split or MultiHands folder.
-        RunMismatch: ``out`` holds an evaluation with other settings (use ``overwrite``).
-        ValueError: ``samples < 1`` or MultiHands annotations that share no image with the split.
+        FileNotFoundError: missing checkpoint, dataset, split or MultiHands folder / split.
+        RunMismatch: ``out`` holds an evaluation with other settings (fresh ``out`` or ``overwrite``).
+        ValueError: ``samples < 1``, no GPU for ``cuda``, or MultiHands annotations of other data.
     """
     from tqdm import tqdm
 
-    from handflow.data import InterHandDataset
-    from handflow.models import decode_joints
     from handflow.training import load_checkpoint
 
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
     checkpoint, data, out = Path(checkpoint), Path(data), Path(out)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no GPU")
+    mh = None if multihands is None else Path(multihands)
+    _check_inputs(checkpoint, data, mh, samples, batch_size, chunk_images, limit, device)
     module, cfg = load_checkpoint(checkpoint)
     module = module.to(device).eval()
-    size = cfg.data.image_size
-    ds = InterHandDataset(data, split, size, hand_model=cfg.data.hand_model, mano_path=cfg.data.mano_path, augment=False)
+    ds = _open_dataset(data, split, cfg)
     M = len(ds) if limit is None else min(limit, len(ds))
-    records = None
-    if multihands is not None:
-        from handflow.multihands import load as load_multihands
-
-        records = load_multihands(multihands, split)
-    run = {"checkpoint": str(checkpoint.resolve()), "checkpoint_identity": _identity(checkpoint), "data": str(data.resolve()),
-           "split": split, "multihands": None if multihands is None else str(Path(multihands).resolve()),
-           "samples": samples, "seed": seed, "images": M, "chunk_images": chunk_images}
-    out.mkdir(parents=True, exist_ok=True)
-    chunks = out / "chunks"
-    if (out / "run.json").exists() and not overwrite:
-        old = json.loads((out / "run.json").read_text())
-        diff = {k: (old.get(k), v) for k, v in run.items() if old.get(k) != v}
-        if diff:
-            raise RunMismatch(f"{out} holds an evaluation with other settings {diff}; use a fresh --out or --overwrite")
-    elif overwrite and chunks.exists():
-        for p in chunks.glob("*.npz"):
-            p.unlink()
-    chunks.mkdir(exist_ok=True)
-    _atomic_text(out / "run.json", json.dumps(run, indent=1))
+    if M == 0:
+        raise ValueError(f"split {split!r} of {data} has no image")
+    records = None if mh is None else _open_multihands(mh, split, np.asarray(ds.index.a["img_id"][:M]))
+    run = {"checkpoint": str(checkpoint.resolve()), "checkpoint_identity": checkpoint_identity(checkpoint),
+           "data": str(data.resolve()), "split": split, "multihands": None if mh is None else str(mh.resolve()),
+           "samples": samples, "seed": seed, "images": M, "chunk_images": chunk_images, "batch_size": batch_size,
+           "device": device}
+    chunks = _prepare_out(out, run, overwrite)
     n_chunks = math.ceil(M / chunk_images)
-    bar = tqdm(total=M, desc=f"evaluate {split}", unit="img", disable=not progress)
-    for c in range(n_chunks):
-        path = chunks / f"chunk-{c:05d}.npz"
-        lo, hi = c * chunk_images, min(M, (c + 1) * chunk_images)
-        if path.exists():
-            bar.update(hi - lo)
-            continue
+    path = [chunks / f"chunk-{c:05d}.npz" for c in range(n_chunks)]
+    pending = [c for c in range(n_chunks) if not path[c].exists()]
+    bar = tqdm(total=M, desc=f"evaluate {split}", unit="img", disable=not progress, dynamic_ncols=True)
+    bar.update(M - sum(min(M, (c + 1) * chunk_images) - c * chunk_images for c in pending))
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=list(_chunk_batches(pending, M, chunk_images, batch_size)),
+                                         num_workers=num_workers, pin_memory=device.startswith("cuda"))
+    it = iter(loader)
+    for c in pending:
         g = torch.Generator().manual_seed(seed * SEED_STRIDE + c)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(lo, hi)), batch_size=batch_size,
-                                             num_workers=num_workers, shuffle=False)
-        cols: dict[str, list] = {k: [] for k in (*META, *COLUMNS, "has_multihands", "num_annotations")}
-        for batch in loader:
-            ids = [int(i) for i in batch["meta"]["image_id"]]
-            with torch.no_grad():
-                pred = module.model.predict(batch["image"].to(device), samples, g)
-                K = batch["K"].float().to(device)
-                z0 = decode_joints(pred["z0"], K, size, module.hand_model).cpu()
-                smp = decode_joints(pred["samples"], K, size, module.hand_model).cpu()
-            gt = batch["joints_cam"].double()
-            ann, ann_ok, has = _annotations(records, ids, gt)
-            m = image_metrics(z0, smp, gt, batch["joint_valid"].bool(), batch["visible"].bool(),
-                              ann if records is not None else None, ann_ok)
-            for k in COLUMNS:
-                v = m[k].cpu().numpy()
-                if k.startswith(("min_", "max_", "mmd_")):
-                    v = np.where(has.numpy(), v, np.nan)
-                cols[k].append(v)
-            cols["has_multihands"].append(has.numpy())
-            cols["num_annotations"].append((ann_ok.sum(1) - 1).numpy() * has.numpy())
-            for k in META:
-                cols[k].append(np.asarray([str(x) if k in ("seq", "camera") else int(x) for x in batch["meta"][k]]))
-            bar.update(len(ids))
-        _atomic_savez(path, {k: np.concatenate(v) for k, v in cols.items()})
+        n = min(M, (c + 1) * chunk_images) - c * chunk_images
+        parts: list[dict[str, np.ndarray]] = []
+        while sum(len(p["image_id"]) for p in parts) < n:
+            parts.append(_batch_columns(module, next(it), samples, g, cfg.data.image_size, device, records))
+            bar.update(len(parts[-1]["image_id"]))
+        _atomic_savez(path[c], {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     bar.close()
-    return _finish(out, run, n_chunks, cfg, device, records is not None)
+    return _finish(out, run, path, cfg, device)
 
 
-def _finish(out: Path, run: dict, n_chunks: int, cfg: Any, device: str, with_mh: bool) -> dict[str, Any]:
+def _finish(out: Path, run: dict[str, Any], paths: list[Path], cfg: Any, device: str) -> dict[str, Any]:
     parts = []
-    for c in range(n_chunks):
-        with np.load(out / "chunks" / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+    for p in paths:
+        with np.load(p, allow_pickle=False) as z:
             parts.append({k: z[k] for k in z.files})
     per = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    if with_mh and not per["has_multihands"].any():
-        raise ValueError(f"the MultiHands annotations in {run['multihands']} share no image id with {run['data']} "
-                         f"({run['split']}): annotations of another dataset or split?")
     _atomic_savez(out / "per_image.npz", per)
+    dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     summary = {"model_kind": cfg.model.kind, **{k: run[k] for k in ("checkpoint", "data", "split", "multihands", "samples", "seed")},
                "num_images": int(len(per["image_id"])), "num_images_multihands": int(per["has_multihands"].sum()),
-               "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+               "device": dev_name, "hand_model": cfg.data.hand_model, "image_size": cfg.data.image_size,
+               "ground_truth_in_annotations": True, "mmd_bandwidths_mm": [float(b) for b in DEFAULT_BANDWIDTHS],
                "handflow_version": handflow.__version__,
-               "metrics": {k: _summary_stats(per[k].astype(np.float64)) for k in COLUMNS}}
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=1))
-    with open(out / "summary.csv.tmp", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["metric", "mean", "std", "sem", "count"])
-        for k, s in summary["metrics"].items():
-            w.writerow([k, s["mean"], s["std"], s["sem"], s["count"]])
-    os.replace(out / "summary.csv.tmp", out / "summary.csv")
-    _atomic_text(out / "summary.md", summary_markdown(summary))
+               "metrics": {k: column_stats(per[k]) for k in COLUMNS}}
+    write_summary(out, summary)
     return summary
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """Table-1 / Table-2 style Markdown of one evaluation."""
-    m = summary["metrics"]
-
-    def f(k: str, d: int = 1) -> str:
-        s = m[k]
-        return "–" if not s["count"] else f"{s['mean']:.{d}f} ± {s['sem']:.{d}f}"
-
-    lines = [f"# Evaluation of `{summary['checkpoint']}` ({summary['model_kind']})", "",
-             f"{summary['num_images']} images of {summary['data']} ({summary['split']}), {summary['samples']} samples each, "
-             f"{summary['num_images_multihands']} with MultiHands annotations; mean ± standard error over images.", "",
-             "| alignment | z = 0 MPJPE (mm) | best of N (mm) | min over annotations | max over annotations | MMD |",
-             "|---|---|---|---|---|---|"]
-    for a in ALIGNS:
-        lines.append(f"| {a.upper()} | {f(f'mpjpe_z0_{a}')} | {f(f'mpjpe_best_{a}')} | {f(f'min_{a}')} | {f(f'max_{a}')} | "
-                     f"{f(f'mmd_{a}', 3)} |")
-    lines += ["", f"RR* (occluded joints) of the z = 0 estimate: {f('mpjpe_z0_rr_occ')} mm; mean sample spread "
-              f"{f('spread_mm')} mm.", ""]
-    return "\n".join(lines)
