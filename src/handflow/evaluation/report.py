@@ -384,9 +384,9 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
         "",
         "One run is trained by (here for HandFlowNet, seed 0; the others differ in `--model` and the overrides of the table below):",
         "",
-        "```\n" + " ".join(shlex.quote(a) for a in train_job(plan, "flow", plan.seeds[0]).argv[2:]).replace("-m handflow", "handflow") + "\n```",
+        "```\n" + " ".join(shlex.quote(a) for a in train_job(plan, "flow", plan.seeds[0]).argv[2:]) + "\n```",
         "",
-        "and evaluated by `" + " ".join(shlex.quote(a) for a in eval_job(plan, "flow", plan.seeds[0]).argv[3:]) + "`.",
+        "and evaluated by `" + " ".join(shlex.quote(a) for a in eval_job(plan, "flow", plan.seeds[0]).argv[2:]) + "`.",
         "",
     ]
     if mh_test:
