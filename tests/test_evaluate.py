@@ -245,3 +245,32 @@ def test_cli(trained, tiny_data, tmp_path) -> None:
     r = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "none.ckpt"), "--data", str(tiny_data),
                                  "--out", str(tmp_path / "d")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output
+
+
+@pytest.mark.parametrize("kind", ["deterministic", "gaussian", "mcdropout", "cvae"])
+def test_every_baseline_kind(kind, trained, tiny_data, tmp_path) -> None:
+    ckpt = tiny_train(tiny_data, tmp_path / "run", 1, **{"model.kind": kind})
+    s = evaluate(ckpt, tiny_data, tmp_path / "e", multihands=trained[1], samples=3, progress=False)
+    assert s["model_kind"] == kind
+    with np.load(tmp_path / "e" / "per_image.npz") as z:
+        per = {k: z[k] for k in z.files}
+    for k in ("spread_mm", "mpjpe_z0_global", "mpjpe_best_rrr", "min_rr", "max_global", "mmd_rrr"):
+        assert np.isfinite(per[k][per["has_multihands"]]).all(), k
+    if kind == "deterministic":  # the one prediction repeated: no spread, best of N = z = 0
+        np.testing.assert_allclose(per["spread_mm"], 0, atol=1e-3)
+        np.testing.assert_allclose(per["mpjpe_best_global"], per["mpjpe_z0_global"], rtol=1e-5)
+
+
+def test_fast_decode_equals_decode_joints() -> None:
+    from handflow.evaluation.per_image import decode_joints_fast
+    from handflow.hand.registry import load_hand_model
+    from handflow.models import decode_joints
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(3, 4, 218, generator=g) * 0.3
+    y[..., 108] = y[..., 217] = -5.5  # log scale: roots about 600 mm deep
+    K = torch.tensor([[80.0, 0, 32], [0, 80.0, 32], [0, 0, 1]]).expand(3, 3, 3)
+    hm = load_hand_model("openhand")
+    ref = decode_joints(y, K, 64, hm)
+    torch.testing.assert_close(decode_joints_fast(y, K, 64, hm), ref, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(decode_joints_fast(y[:, 0], K, 64, hm), ref[:, 0], atol=1e-3, rtol=1e-5)

@@ -1,7 +1,8 @@
 """``handflow evaluate``: every metric of the paper for one checkpoint on one split.
 
 Per image: the z = 0 estimate and ``S`` samples (:meth:`HandPoseModel.predict`, backbone
-once), decoded to camera-frame joints (mm) in one batched call, then (``per_image.py``)
+once), decoded to camera-frame joints (mm) in one batched call (joints only, no meshes), then
+(``per_image.py``)
 
 - single-annotation MPJPE of the z = 0 estimate against the ground truth (RR, RRR, Global,
   and RR* on the joints occluded in the image) and of the best of the ``S`` samples;
@@ -33,7 +34,7 @@ import torch
 
 import handflow
 from handflow.metrics import DEFAULT_BANDWIDTHS
-from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
+from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, decode_joints_fast, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
 
 __all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
@@ -161,14 +162,12 @@ def _chunk_batches(pending: list[int], M: int, chunk_images: int, batch_size: in
 def _batch_columns(module: Any, batch: dict[str, Any], samples: int, g: torch.Generator, size: int, device: str,
                    records: Any) -> dict[str, np.ndarray]:
     """Per-image columns of one collated batch (B images)."""
-    from handflow.models import decode_joints
-
     ids = [int(i) for i in batch["meta"]["image_id"]]
     with torch.no_grad():
         pred = module.model.predict(batch["image"].to(device, torch.float32), samples, g)
         K = batch["K"].to(device, torch.float32)
         y = torch.cat([pred["z0"][:, None], pred["samples"]], 1)  # (B, 1+S, 218)
-        J = decode_joints(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
+        J = decode_joints_fast(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
     gt, valid = batch["joints_cam"].to(device, torch.float64), batch["joint_valid"].to(device).bool()
     ann = ok = None
     has = torch.zeros(len(ids), dtype=torch.bool)
