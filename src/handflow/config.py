@@ -52,7 +52,8 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     """Network. ``kind``: ``flow`` (HandFlowNet) or a baseline (``deterministic``,
-    ``gaussian``, ``mcdropout``, ``cvae``). ``pretrained_path``: a LOCAL torchvision ImageNet
+    ``gaussian``, ``mcdropout``, ``cvae``; ``dropout``, ``latent_dim`` and ``free_bits`` belong to
+    them, docs/baselines.md). ``pretrained_path``: a LOCAL torchvision ImageNet
     state dict for the backbone (never downloaded); ``None`` trains from scratch."""
 
     kind: str = "flow"
@@ -64,6 +65,7 @@ class ModelConfig:
     scale_bound: float = 2.0
     dropout: float = 0.2  # mcdropout baseline
     latent_dim: int = 32  # cvae baseline
+    free_bits: float = 0.0  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
 
 
 @dataclass
@@ -260,6 +262,9 @@ def validate(cfg: Config) -> Config:
     _check(m.backbone in BACKBONES, f"model.backbone={m.backbone!r}; choose one of {list(BACKBONES)}")
     _check(m.flow_steps >= 1 and m.flow_hidden >= 1 and m.flow_blocks >= 1, "model.flow_steps/hidden/blocks must be >= 1")
     _check(m.scale_bound > 0, f"model.scale_bound={m.scale_bound} must be > 0")
+    _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
+    _check(m.latent_dim >= 1, f"model.latent_dim={m.latent_dim} must be >= 1")
+    _check(math.isfinite(m.free_bits) and m.free_bits >= 0, f"model.free_bits={m.free_bits} must be a finite number >= 0")
     for term, name in LOSS_WEIGHT_FIELDS.items():
         w = getattr(lc, name)
         _check(math.isfinite(w) and w >= 0, f"loss.{name}={w} must be a finite number >= 0")

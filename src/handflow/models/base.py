@@ -47,9 +47,12 @@ class HandPoseModel(nn.Module):
 
     Subclasses implement :meth:`z0_std`, :meth:`sample_std` and :meth:`head_losses`.
     Every model stores the normalizer (training statistics) and its config.
+    ``config_fields`` names the :class:`~handflow.config.ModelConfig` fields, besides the
+    backbone, that a checkpoint of this kind must share with a config that resumes it.
     """
 
     kind: str = "base"
+    config_fields: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()

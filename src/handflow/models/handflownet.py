@@ -29,6 +29,7 @@ class HandFlowNet(HandPoseModel):
     """
 
     kind = "flow"
+    config_fields = ("flow_steps", "flow_hidden", "flow_blocks")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.config import Config, from_dict
+from handflow.models import model_class
 from handflow.training.module import HandFlowModule
 
 __all__ = ["train", "fit_normalizer", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
@@ -179,10 +180,11 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
     """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     saved = from_dict(ck["hyper_parameters"]["config"])
+    # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
+    fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
     for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
                        ("hand model", saved.data.hand_model, cfg.data.hand_model), ("image size", saved.data.image_size, cfg.data.image_size),
-                       ("flow steps", saved.model.flow_steps, cfg.model.flow_steps), ("flow hidden", saved.model.flow_hidden, cfg.model.flow_hidden),
-                       ("flow blocks", saved.model.flow_blocks, cfg.model.flow_blocks)):
+                       *((f"model.{f}", getattr(saved.model, f), getattr(cfg.model, f)) for f in fields)):
         if a != b:
             raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "
                                      "use a matching config or another output folder")
