@@ -34,7 +34,8 @@ import torch
 
 import handflow
 from handflow.metrics import DEFAULT_BANDWIDTHS
-from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, decode_joints_fast, gather_annotations, image_metrics
+from handflow.models import decode_joints
+from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
 
 __all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
@@ -167,7 +168,7 @@ def _batch_columns(module: Any, batch: dict[str, Any], samples: int, g: torch.Ge
         pred = module.model.predict(batch["image"].to(device, torch.float32), samples, g)
         K = batch["K"].to(device, torch.float32)
         y = torch.cat([pred["z0"][:, None], pred["samples"]], 1)  # (B, 1+S, 218)
-        J = decode_joints_fast(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
+        J = decode_joints(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
     gt, valid = batch["joints_cam"].to(device, torch.float64), batch["joint_valid"].to(device).bool()
     ann = ok = None
     has = torch.zeros(len(ids), dtype=torch.bool)

@@ -23,12 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handflow.constants import NUM_JOINTS, PARAM_DIM, RIGHT_ROOT, SIDES
+from handflow.constants import NUM_JOINTS, RIGHT_ROOT
 from handflow.metrics import align, mmd, mpjpe, mpjpe_min_max, mpjpe_occluded, sample_spread
-from handflow.multihands.posing import pose_joints
-from handflow.params import unpack
 
-__all__ = ["ALIGNS", "COLUMNS", "MH_COLUMNS", "GT_MISMATCH_MM", "alignment_mask", "decode_joints_fast", "image_metrics",
+__all__ = ["ALIGNS", "COLUMNS", "MH_COLUMNS", "GT_MISMATCH_MM", "alignment_mask", "image_metrics",
            "gather_annotations"]
 
 ALIGNS = ("rr", "rrr", "global")
@@ -56,24 +54,6 @@ def alignment_mask(valid: Tensor, alignment: str) -> Tensor:
     if alignment == "rrr":
         return valid & valid[..., RIGHT_ROOT : RIGHT_ROOT + 1]
     return valid
-
-
-def decode_joints_fast(y: Tensor, K: Tensor, size: int, hand_model: Any) -> Tensor:
-    """:func:`handflow.models.decode_joints` without the meshes: (B, [S,] 42, 3) mm.
-
-    Args:
-        y: (B, 218) or (B, S, 218) physical parameters; K: (B, 3, 3) crop intrinsics;
-        size: crop side; hand_model: the checkpoint's hand model.
-
-    Same result (float round-off); for ``openhand`` only the fingertip vertices are skinned
-    (:func:`handflow.multihands.posing.pose_joints`, ~5x faster), other models run their
-    full forward pass.
-    """
-    lead = y.shape[:-1]
-    Kb = K if y.dim() == 2 else K[:, None].expand(*lead, 3, 3)
-    p = unpack(y.reshape(-1, PARAM_DIM), Kb.reshape(-1, 3, 3), size)
-    J = [pose_joints(hand_model, p[s].rotmats, p[s].betas.to(p[s].rotmats.dtype), s) + p[s].root[:, None] for s in SIDES]
-    return torch.cat(J, 1).reshape(*lead, NUM_JOINTS, 3)
 
 
 def _masked_aligned(x: Tensor, mask: Tensor, alignment: str) -> Tensor:
