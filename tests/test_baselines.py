@@ -170,7 +170,7 @@ def test_cvae_elbo_terms() -> None:
 def test_cvae_loss_is_the_min_negative_elbo_and_free_bits_floor_the_kl() -> None:
     y = torch.randn(3, 2, PARAM_DIM, dtype=torch.float64)
     mask = torch.tensor([[True, True], [True, False], [False, False]])
-    m: CVAEModel = _model("cvae", "model.latent_dim=4").double()
+    m: CVAEModel = _model("cvae", "model.latent_dim=4", "model.free_bits=0").double()
     _perturb(m)
     f = torch.randn(3, m.backbone.dim, dtype=torch.float64)
     ne = m.neg_elbo(f, torch.where(mask[..., None], y, 0.0), _gen(2))

@@ -65,7 +65,7 @@ class ModelConfig:
     scale_bound: float = 2.0
     dropout: float = 0.2  # mcdropout baseline
     latent_dim: int = 32  # cvae baseline
-    free_bits: float = 0.0  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
+    free_bits: float = 0.1  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
 
 
 @dataclass
