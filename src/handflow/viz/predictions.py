@@ -19,7 +19,8 @@ from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
 
-__all__ = ["plot_prediction", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton"]
+__all__ = ["plot_prediction", "plot_skeleton_set", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton",
+           "NOVEL_VIEWS"]
 
 HAND_COLORS = ("#e4572e", "#2e86ab")  # right, left
 
@@ -51,6 +52,76 @@ def draw_skeleton(ax, pts: np.ndarray, alpha: float = 1.0, lw: float = 1.5) -> N
         ax.plot(pts[[j, p], 0], pts[[j, p], 1], color=col, alpha=alpha, lw=lw, solid_capstyle="round")
 
 
+#: (yaw, pitch, title) of the two novel views of the three-panel figures, degrees
+NOVEL_VIEWS = ((90.0, 0.0, "side view (yaw 90°)"), (0.0, -80.0, "top view (pitch −80°)"))
+
+
+def plot_skeleton_set(
+    image: np.ndarray,
+    K: Tensor,
+    drawn: Tensor,
+    bold: Tensor,
+    spread: np.ndarray,
+    path: str | Path,
+    camera_title: str,
+    view_title: str,
+    spread_label: str,
+    suptitle: str,
+    bold_in_camera: bool = True,
+    annotate_camera=None,
+) -> Path:
+    """The three-panel figure shared by predictions and MultiHands: a set of two-hand
+    skeletons projected into the image, then seen from :data:`NOVEL_VIEWS`, with one bold
+    skeleton whose joints are coloured by ``spread``.
+
+    Args:
+        image: (H, W, 3) uint8; K: (3, 3) float64; drawn: (n, 42, 3) camera-frame mm (faint);
+        bold: (42, 3) mm; spread: (42,) mm; view_title: format string with ``{name}``;
+        bold_in_camera: also project ``bold`` into the image; annotate_camera: optional
+        ``f(ax)`` adding markers to the image panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.8))
+    ax = axes[0]
+    ax.imshow(image, extent=(0, image.shape[1], image.shape[0], 0))
+    for s in project(drawn, K).numpy():
+        draw_skeleton(ax, s, alpha=0.15, lw=1.0)
+    if bold_in_camera:
+        draw_skeleton(ax, project(bold[None], K)[0].numpy(), alpha=1.0, lw=2.2)
+    if annotate_camera is not None:
+        annotate_camera(ax)
+    ax.set_xlim(0, image.shape[1])
+    ax.set_ylim(image.shape[0], 0)
+    ax.set_title(camera_title, fontsize=9)
+    ax.axis("off")
+    centre = torch.cat([drawn, bold[None]]).reshape(-1, 3).mean(0)
+    vmax = max(float(spread.max()), 1e-6)
+    sc = None
+    for ax, (yaw, pitch, name) in zip(axes[1:], NOVEL_VIEWS):
+        for s in drawn:
+            draw_skeleton(ax, novel_view(s, yaw, pitch, centre).numpy(), alpha=0.12, lw=1.0)
+        v = novel_view(bold, yaw, pitch, centre).numpy()
+        draw_skeleton(ax, v, alpha=1.0, lw=2.0)
+        sc = ax.scatter(v[:, 0], v[:, 1], c=spread, cmap="viridis", vmin=0, vmax=vmax, s=22, zorder=3,
+                        edgecolors="k", linewidths=0.3)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_title(view_title.format(name=name), fontsize=9)
+        ax.set_xlabel("mm")
+    cb = fig.colorbar(sc, ax=axes[1:], fraction=0.03, pad=0.02)
+    cb.set_label(spread_label)
+    fig.suptitle(suptitle, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_prediction(
     image: np.ndarray | Tensor,
     K: Tensor,
@@ -76,50 +147,18 @@ def plot_prediction(
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img = to_uint8_image(image)
     K, z0, samples = K.detach().cpu().double(), z0.detach().cpu().double(), samples.detach().cpu().double()
     spread = per_joint_spread(samples).numpy()
-    drawn = samples[: max_drawn]
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.8))
-    ax = axes[0]
-    ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
-    for s in project(drawn, K).numpy():
-        draw_skeleton(ax, s, alpha=0.15, lw=1.0)
-    draw_skeleton(ax, project(z0[None], K)[0].numpy(), alpha=1.0, lw=2.2)
-    if gt is not None:
+
+    def ground_truth(ax) -> None:
         g2 = project(gt.detach().cpu().double()[None], K)[0].numpy()
         ax.scatter(g2[:, 0], g2[:, 1], s=10, facecolors="none", edgecolors="k", lw=0.8, label="ground truth")
         ax.legend(loc="lower right", fontsize=7)
-    ax.set_xlim(0, img.shape[1])
-    ax.set_ylim(img.shape[0], 0)
-    ax.set_title("input + z=0 estimate (bold) + samples", fontsize=9)
-    ax.axis("off")
-    centre = samples.reshape(-1, 3).mean(0)
-    vmax = max(float(spread.max()), 1e-6)
-    for ax, (yaw, pitch, name) in zip(axes[1:], ((90.0, 0.0, "side view (90°)"), (0.0, -80.0, "top view"))):
-        for s in drawn:
-            v = novel_view(s, yaw, pitch, centre).numpy()
-            draw_skeleton(ax, v, alpha=0.12, lw=1.0)
-        v0 = novel_view(z0, yaw, pitch, centre).numpy()
-        draw_skeleton(ax, v0, alpha=1.0, lw=2.0)
-        sc = ax.scatter(v0[:, 0], v0[:, 1], c=spread, cmap="viridis", vmin=0, vmax=vmax, s=22, zorder=3, edgecolors="k", linewidths=0.3)
-        ax.set_aspect("equal")
-        ax.invert_yaxis()
-        ax.set_title(f"samples, {name}", fontsize=9)
-        ax.set_xlabel("mm")
-    cb = fig.colorbar(sc, ax=axes[1:], fraction=0.03, pad=0.02)
-    cb.set_label("per-joint spread (mm)")
-    fig.suptitle(title or f"{len(samples)} samples, mean spread {spread.mean():.1f} mm", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+
+    return plot_skeleton_set(to_uint8_image(image), K, samples[:max_drawn], z0, spread, path,
+                             "input + z=0 estimate (bold) + samples", "samples, {name}", "per-joint spread (mm)",
+                             title or f"{len(samples)} samples, mean spread {spread.mean():.1f} mm",
+                             annotate_camera=None if gt is None else ground_truth)
 
 
 def write_samples_html(z0: Tensor, samples: Tensor, path: str | Path, max_drawn: int = 100) -> Path:
