@@ -16,6 +16,7 @@ collision) and visibility.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from collections import defaultdict
@@ -137,17 +138,13 @@ class Timers:
         self.t: dict[str, float] = defaultdict(float)
 
     def wrap(self, module, name: str, label: str) -> None:
-        fn = getattr(module, name)
-
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            r = fn(*a, **k)
-            self.t[label] += time.perf_counter() - t0
-            return r
-
-        setattr(module, name, timed)
+        setattr(module, name, self.wrap_fn(getattr(module, name), label))
 
     def wrap_fn(self, fn, label: str):
+        """``fn`` timed; ``functools.wraps`` keeps its signature, so the engine still sees
+        optional keywords such as ``query`` (without it, visibility ran on whole crops)."""
+
+        @functools.wraps(fn)
         def timed(*a, **k):
             t0 = time.perf_counter()
             r = fn(*a, **k)

@@ -197,7 +197,7 @@ def default_visibility() -> VisibilityFn:
             b = a + VIS_CHUNK
             extra = {"query": [query[a:b, 0], query[a:b, 1]]} if takes_query and query is not None else {}
             Kc, hwc = K[a:b], hw
-            if query is not None and not takes_query:
+            if query is not None:  # the common window first, then (if supported) only the joints' own windows
                 Kc, hwc = query_crop(joints[a:b], query[a:b], K[a:b], hw)
             out = joint_visibility_batch([verts[a:b, 0], verts[a:b, 1]], faces, [joints[a:b, 0], joints[a:b, 1]],
                                          Kc, hwc, **extra)

@@ -32,7 +32,8 @@ class Fragments:
     bary: Tensor
 
 
-def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, near: float = 1.0) -> Fragments:
+def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, near: float = 1.0,
+              pixel_mask: Tensor | None = None) -> Fragments:
     """Rasterize meshes into z-buffers.
 
     Args:
@@ -41,6 +42,10 @@ def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, 
         K: (B, 3, 3) or (3, 3) intrinsics.
         height, width: image size in pixels.
         near: triangles with any vertex closer than this (same unit as verts) are skipped.
+        pixel_mask: optional (B, H, W) bool: only these pixels are resolved (the others come
+            out as background). Each pixel's result does not depend on other pixels, so masked
+            pixels equal a full render; visibility queries that read a few windows use this to
+            skip the edge tests and depth resolution of every other pixel.
 
     Returns:
         :class:`Fragments` (batch axis present even for a single (V, 3) input).
@@ -72,6 +77,11 @@ def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, 
     local = torch.arange(tri.numel(), device=dev) - (torch.cumsum(n, 0) - n)[tri]
     px = lo[tri, 0] + local % bw[tri]
     py = lo[tri, 1] + local // bw[tri]
+    if pixel_mask is not None:
+        if pixel_mask.shape != (B, height, width):
+            raise ValueError(f"rasterize: pixel_mask must be {(B, height, width)}, got {tuple(pixel_mask.shape)}")
+        keep = pixel_mask.reshape(-1)[((tri // F) * height + py) * width + px]
+        tri, px, py = tri[keep], px[keep], py[keep]
     p = torch.stack([px, py], -1).to(dt) + 0.5
     a, b, cc = tuv[tri, 0], tuv[tri, 1], tuv[tri, 2]
 
