@@ -73,3 +73,33 @@ def test_batch_equals_single_scene_and_reuses_render() -> None:
     assert torch.equal(batch, torch.stack(singles))
     as_lists = joint_visibility_batch([V[:, 0], V[:, 1]], [f0, f1], [J[:, 0], J[:, 1]], K.expand(B, 3, 3), SIZE)
     assert torch.equal(as_lists, batch)
+
+
+def test_query_windows_give_the_full_answer_on_queried_joints() -> None:
+    """With ``query``, only the queried joints' 3x3 windows are rasterized: their answers equal
+    the full render's, and the masked z-buffer equals the full one inside the windows."""
+    from handflow.render.raster import rasterize
+    from handflow.render.visibility import _window_mask
+
+    g = torch.Generator().manual_seed(1)
+    B = 6
+    V, J = [], []
+    for b in range(B):
+        off = torch.randn(2, 3, generator=g) * torch.tensor([25.0, 25.0, 40.0])
+        v0, f0, j0 = _finger((0.0, 0.0, 420.0))
+        v1, f1, j1 = _finger((8.0, 4.0, 445.0))
+        V.append(torch.stack([v0 + off[0], v1 + off[1]]))
+        J.append(torch.stack([j0 + off[0], j1 + off[1]]))
+    V, J = torch.stack(V), torch.stack(J)
+    Kb = K.expand(B, 3, 3)
+    full = joint_visibility_batch(V, [f0, f1], J, Kb, SIZE)
+    assert full.any() and not full.all()  # both answers occur, so the comparison can fail
+    query = torch.rand(full.shape, generator=g) < 0.5
+    part = joint_visibility_batch(V, [f0, f1], J, Kb, SIZE, query=query)
+    assert torch.equal(part[query], full[query])
+    mask = _window_mask(J.flatten(1, 2), query.flatten(1), Kb, *SIZE)
+    F = torch.cat([f0, f1 + V.shape[2]])
+    a = rasterize(V.flatten(1, 2), F, Kb, *SIZE)
+    m = rasterize(V.flatten(1, 2), F, Kb, *SIZE, pixel_mask=mask)
+    assert torch.equal(m.face_id[mask], a.face_id[mask]) and torch.equal(m.depth[mask], a.depth[mask])
+    assert (m.face_id[~mask] == -1).all() and mask.sum() < mask.numel()
