@@ -19,7 +19,7 @@ def report(
     cameras: int = typer.Option(12, min=1, help="Cameras per frame (views for view selection)."),
     image_size: int = typer.Option(128, min=32, help="Crop side; images are rendered at twice this size."),
     seeds: str = typer.Option("0,1", help="Training seeds of every run (comma-separated)."),
-    steps: int = typer.Option(2000, min=1, help="Training steps per run."),
+    steps: int = typer.Option(12000, min=1, help="Training steps per run (>= 10k: from scratch, 700 steps leave every model at chance)."),
     samples: int = typer.Option(100, min=1, help="Samples per test image."),
     runs: str = typer.Option("all", help="Runs to include (comma-separated names) or 'all'."),
     device: str = typer.Option("cpu", help="cpu or cuda (training, MultiHands and evaluation)."),
