@@ -60,5 +60,5 @@ def tiny_train(root, out, steps: int = 2, **kw):
     cfg = tiny_cfg(root, out, steps, **kw)
     d = cfg.data
     dm = InterHandDataModule(d.root, d.image_size, d.batch_size, 0, hand_model=d.hand_model, augment=False, seed=cfg.train.seed,
-                             multihands=d.multihands)
+                             multihands=d.multihands, features=d.features)
     return train(cfg, datamodule=dm, enable_progress_bar=False)

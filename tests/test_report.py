@@ -117,3 +117,25 @@ def test_jobs_run_in_parallel_and_failures_name_the_log(tmp_path) -> None:
     bad = Job("bad", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], tmp_path / "bad.log")
     with pytest.raises(JobFailed, match=r"bad \(exit 3\)[\s\S]*boom"):
         run_jobs([bad, *ok], parallel=2, progress=False)
+
+
+def test_shared_protocol_jobs(tmp_path) -> None:
+    """--protocol shared: one backbone job, one features job, and heads on the cached features."""
+    from handflow.evaluation.report import backbone_job, features_job
+
+    plan = ReportPlan(work=str(tmp_path), steps=30, protocol="shared", backbone_steps=70, backbone_kind="deterministic")
+    bb = backbone_job(plan).argv
+    assert "--model" in bb and bb[bb.index("--model") + 1] == "deterministic" and "train.max_steps=70" in bb
+    assert str(plan.backbone_ckpt.parents[1]) in bb
+    fe = features_job(plan).argv
+    assert fe[3] == "features" and str(plan.backbone_ckpt) in fe and str(plan.features) in fe
+    head = train_job(plan, "flow_no_2d", 0).argv
+    for a in (f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true", f"data.features={plan.features}",
+              "train.max_steps=30", "data.num_workers=0", "loss.w_2d=0"):
+        assert a in head, a
+    e2e = train_job(ReportPlan(work=str(tmp_path), steps=30), "flow", 0).argv
+    assert not any(a.startswith(("model.backbone_checkpoint", "data.features")) for a in e2e)
+    cmd = plan_command(plan)
+    assert "--protocol shared" in cmd and "--backbone-steps 70" in cmd
+    with pytest.raises(ValueError, match="unknown protocol"):
+        run_report(ReportPlan(work=str(tmp_path / "y"), protocol="nope"), ("train",), progress=False)

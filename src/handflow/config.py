@@ -54,7 +54,10 @@ class ModelConfig:
     """Network. ``kind``: ``flow`` (HandFlowNet) or a baseline (``deterministic``,
     ``gaussian``, ``mcdropout``, ``cvae``; ``dropout``, ``latent_dim`` and ``free_bits`` belong to
     them, docs/baselines.md). ``pretrained_path``: a LOCAL torchvision ImageNet
-    state dict for the backbone (never downloaded); ``None`` trains from scratch."""
+    state dict for the backbone (never downloaded); ``None`` trains from scratch.
+    ``backbone_checkpoint``: a handflow checkpoint whose trained backbone initialises this
+    one (fresh runs only); ``freeze_backbone``: keep the backbone fixed (weights and
+    BatchNorm statistics), as the shared-feature protocol does (docs/evaluation.md)."""
 
     kind: str = "flow"
     backbone: str = "resnet18"
@@ -66,6 +69,8 @@ class ModelConfig:
     dropout: float = 0.2  # mcdropout baseline
     latent_dim: int = 32  # cvae baseline
     free_bits: float = 0.1  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
+    backbone_checkpoint: str | None = None
+    freeze_backbone: bool = False
 
 
 @dataclass
@@ -110,7 +115,9 @@ class LossConfig:
 class DataConfig:
     """Data. ``root``: an InterHand2.6M-layout folder (real or synthetic); ``hand_model``:
     ``openhand`` or ``mano`` (then ``mano_path``); ``multihands``: optional folder of
-    MultiHands annotations used as extra NLL/DetMag targets (at most ``multihands_max``)."""
+    MultiHands annotations used as extra NLL/DetMag targets (at most ``multihands_max``);
+    ``features``: a ``handflow features`` folder: train on its cached backbone features
+    instead of images (needs ``model.freeze_backbone`` and that backbone; no augmentation)."""
 
     root: str = "data_synth"
     image_size: int = 128
@@ -121,6 +128,7 @@ class DataConfig:
     mano_path: str | None = None
     multihands: str | None = None
     multihands_max: int = 8
+    features: str | None = None
 
 
 @dataclass
@@ -277,6 +285,8 @@ def validate(cfg: Config) -> Config:
     _check(d.image_size >= MIN_IMAGE_SIZE, f"data.image_size={d.image_size} must be >= {MIN_IMAGE_SIZE}")
     _check(d.batch_size >= 1 and d.num_workers >= 0, "data.batch_size must be >= 1 and data.num_workers >= 0")
     _check(d.hand_model != "mano" or bool(d.mano_path), "data.hand_model=mano needs data.mano_path (the MANO model folder)")
+    _check(d.features is None or m.freeze_backbone,
+           "data.features (cached backbone features) needs model.freeze_backbone=true: the cache is only valid for a fixed backbone")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
     _check(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule={t.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
     _check(t.lr > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, "train.lr must be > 0, weight_decay and grad_clip >= 0")

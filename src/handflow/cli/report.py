@@ -13,7 +13,7 @@ from handflow.cli.app import app
 def report(
     work: Path = typer.Option(Path("runs/report"), help="Working folder: data, MultiHands, runs, evaluations, logs."),
     out: Path = typer.Option(Path("docs/results.md"), help="Markdown report (figures go to its folder's figures/)."),
-    stages: str = typer.Option("data,multihands,train,evaluate,write", help="Comma-separated stages to run, in order."),
+    stages: str = typer.Option("data,multihands,backbone,features,train,evaluate,write", help="Comma-separated stages to run, in order."),
     preset: str = typer.Option("cpu", help="Training preset of every run (cpu, paper or a YAML file)."),
     frames: int = typer.Option(2500, min=10, help="Synthetic frames (80/10/10 train/val/test by frame)."),
     cameras: int = typer.Option(12, min=1, help="Cameras per frame (views for view selection)."),
@@ -28,6 +28,10 @@ def report(
     mh_shards: int = typer.Option(1, min=1, help="MultiHands shards generated side by side."),
     mh_train_num: int = typer.Option(16, min=1, help="MultiHands annotations per training image."),
     train_minutes: float = typer.Option(None, help="Wall-clock cap per training run (minutes)."),
+    protocol: str = typer.Option("end2end", help="end2end (every run trains its backbone) or shared (one backbone, cached "
+                                 "features, heads only: the CPU protocol, docs/evaluation.md)."),
+    backbone_steps: int = typer.Option(4000, min=1, help="--protocol shared: training steps of the one backbone."),
+    backbone_minutes: float = typer.Option(None, help="--protocol shared: wall-clock cap of the backbone training (minutes)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train HandFlowNet, the four baselines and four ablations for every seed, evaluate them
@@ -43,7 +47,8 @@ def report(
     run_t = tuple(RUNS) if runs == "all" else tuple(r.strip() for r in runs.split(",") if r.strip())
     plan = ReportPlan(work=str(work), preset=preset, frames=frames, cameras=cameras, image_size=image_size, seeds=seed_t,
                       steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
-                      mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes)
+                      mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
+                      backbone_steps=backbone_steps, backbone_minutes=backbone_minutes)
     try:
         md = run_report(plan, tuple(s.strip() for s in stages.split(",") if s.strip()), out, progress)
     except (ValueError, FileNotFoundError, JobFailed) as e:

@@ -50,7 +50,9 @@ class InterHandDataModule(pl.LightningDataModule):
     folder of ``handflow multihands`` output) attaches ``multi_y``/``multi_valid`` (train split
     required, other splits where annotated; see :meth:`wants_multihands`).
     ``mano_path`` (MANO model files for ``hand_model="mano"``) and ``cache_dir`` (index
-    location for a read-only root) are passed to every :class:`InterHandDataset`."""
+    location for a read-only root) are passed to every :class:`InterHandDataset`.
+    ``features`` (a ``handflow features`` folder) replaces images by the cached backbone
+    features (:class:`~handflow.data.features.FeatureDataset`; no augmentation)."""
 
     def __init__(
         self,
@@ -65,12 +67,14 @@ class InterHandDataModule(pl.LightningDataModule):
         multihands_max: int = 8,
         mano_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
+        features: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.root, self.size, self.batch_size, self.num_workers = Path(root), image_size, batch_size, num_workers
         self.hand_model, self.augment, self.seed = hand_model, augment, seed
         self.multihands, self.multihands_max = multihands, multihands_max
         self.mano_path, self.cache_dir = mano_path, cache_dir
+        self.features = features
         self._ds: dict[str, Any] = {}
 
     def wants_multihands(self, split: str) -> bool:
@@ -83,12 +87,18 @@ class InterHandDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> Any:
         if split not in self._ds:
+            cached = self.features is not None
             ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model, mano_path=self.mano_path,
-                                  augment=self.augment and split == "train", seed=self.seed, cache_dir=self.cache_dir)
+                                  augment=self.augment and split == "train" and not cached, seed=self.seed,
+                                  cache_dir=self.cache_dir, load_images=not cached)
             if self.wants_multihands(split):
                 from handflow.multihands.dataset import MultiHandsDataset
 
-                ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max)
+                ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max, image_size=self.size)
+            if cached:
+                from handflow.data.features import FeatureDataset, load_split_features
+
+                ds = FeatureDataset(ds, *load_split_features(self.features, split))
             self._ds[split] = ds
         return self._ds[split]
 

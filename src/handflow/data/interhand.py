@@ -75,6 +75,8 @@ class InterHandDataset(Dataset):
             item returned).
         cache_dir: where to build the index when ``root`` is read-only.
         subset: v0.0 subset folder name (``all``, ``human_annot``, ``machine_annot``).
+        load_images: False leaves ``image`` out of the items (no decoding; the crop camera,
+            joints and parameters are the same). For heads trained on cached features.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class InterHandDataset(Dataset):
         on_error: str = "raise",
         cache_dir: str | Path | None = None,
         subset: str | None = None,
+        load_images: bool = True,
     ) -> None:
         if visibility not in VISIBILITY_MODES:
             raise ValueError(f"visibility must be one of {VISIBILITY_MODES}, got {visibility!r}")
@@ -102,6 +105,7 @@ class InterHandDataset(Dataset):
             raise FileNotFoundError(f"missing image folder: {self.image_dir}")
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.seed, self.epoch, self.on_error = seed, 0, on_error
+        self.load_images = bool(load_images)
         if hand_model is None:
             hand_model = self.index.manifest.get("hand_model") or ("mano" if mano_path is not None else None)
             if hand_model == "mano" and mano_path is None:  # MANO files are never shipped: degrade, don't fail
@@ -131,6 +135,11 @@ class InterHandDataset(Dataset):
         self.visibility = visibility
         self._vis_mem: dict[int, Tensor] = {}
         self._vis_disk: Any = None  # memory map, opened lazily per process
+
+    @property
+    def image_size(self) -> int:
+        """Crop side S in pixels."""
+        return self.size
 
     def __len__(self) -> int:
         return len(self.index)
@@ -184,11 +193,11 @@ class InterHandDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if self.on_error == "raise":
-            return self._item(i, with_image=True)
+            return self._item(i, with_image=self.load_images)
         for k in range(len(self)):
             j = (i + k) % len(self)
             try:
-                return self._item(j, with_image=True)
+                return self._item(j, with_image=self.load_images)
             except (FileNotFoundError, OSError, UnidentifiedImageError, ValueError) as e:
                 log.warning("skipping item %d: %s", j, e)
         raise RuntimeError("every item of the dataset failed to load")

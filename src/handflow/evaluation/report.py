@@ -5,16 +5,20 @@ Stages, each resumable (rerunning skips what is finished) and runnable on its ow
 1. ``data``: ``handflow synth`` (train/val/test; several cameras per frame);
 2. ``multihands``: MultiHands annotations for the test split (evaluation, N = 100) and for
    the train split (training targets of ``L_nll``/``L_DetMag``, fewer and cheaper);
-3. ``train``: HandFlowNet, the four baselines and the four ablations, for every seed,
-   several side by side (``--parallel``);
-4. ``evaluate``: ``handflow evaluate`` of every run on the test split;
-5. ``write``: tables (mean ± std over seeds), checks of the paper's findings, figures, and
+3. ``backbone`` and ``features`` (``--protocol shared`` only): train one backbone once and
+   cache its features for every image (:mod:`handflow.data.features`);
+4. ``train``: HandFlowNet, the four baselines and the four ablations, for every seed,
+   several side by side (``--parallel``): end to end from images (``--protocol end2end``) or
+   as heads on the cached features of the shared backbone (``--protocol shared``);
+5. ``evaluate``: ``handflow evaluate`` of every run on the test split;
+6. ``write``: tables (mean ± std over seeds), checks of the paper's findings, figures, and
    ``docs/results.md`` with the command that produced every number.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +57,10 @@ RUNS: dict[str, RunSpec] = {
 }
 METHODS = ("flow", "cvae", "gaussian", "mcdropout", "deterministic")
 ABLATIONS = ("flow", "flow_no_multihands", "flow_no_detmag", "flow_no_theta", "flow_no_2d")
-STAGES = ("data", "multihands", "train", "evaluate", "write")
+STAGES = ("data", "multihands", "backbone", "features", "train", "evaluate", "write")
+#: ``end2end``: every run trains its own backbone from images; ``shared``: one backbone, cached
+#: features, every run trains its head on them (docs/evaluation.md)
+PROTOCOLS = ("end2end", "shared")
 
 
 @dataclass
@@ -64,7 +71,9 @@ class ReportPlan:
     ``2 × image_size`` and cropped to ``image_size``. ``steps`` training steps per run at the
     preset's batch size, stopped early at ``train_minutes`` of wall time if set (the steps
     reached are in each run's logs and the per-seed table). ``parallel`` runs side by side,
-    each with ``workers`` loader processes.
+    each with ``workers`` loader processes. ``protocol="shared"``: ``backbone_kind`` is
+    trained once for ``backbone_steps`` (capped at ``backbone_minutes``), its features are
+    cached, and ``steps`` is then the number of head-training steps of every run.
     """
 
     work: str
@@ -87,6 +96,10 @@ class ReportPlan:
     data_seed: int = 0
     train_minutes: float | None = None
     extra_overrides: tuple[str, ...] = ()
+    protocol: str = "end2end"
+    backbone_kind: str = "deterministic"
+    backbone_steps: int = 4000
+    backbone_minutes: float | None = None
 
     @property
     def root(self) -> Path:
@@ -99,6 +112,14 @@ class ReportPlan:
     @property
     def mh(self) -> Path:
         return self.root / "multihands"
+
+    @property
+    def backbone_ckpt(self) -> Path:
+        return self.root / "runs" / "backbone" / "checkpoints" / "last.ckpt"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
 
     def run_dir(self, name: str, seed: int) -> Path:
         return self.root / "runs" / f"{name}-s{seed}"
@@ -120,7 +141,8 @@ def plan_command(plan: ReportPlan) -> str:
     for opt, key in (("--preset", "preset"), ("--frames", "frames"), ("--cameras", "cameras"), ("--image-size", "image_size"),
                      ("--steps", "steps"), ("--samples", "samples"), ("--device", "device"), ("--parallel", "parallel"),
                      ("--workers", "workers"), ("--mh-shards", "mh_shards"), ("--mh-train-num", "mh_train_num"),
-                     ("--train-minutes", "train_minutes")):
+                     ("--train-minutes", "train_minutes"), ("--protocol", "protocol"), ("--backbone-steps", "backbone_steps"),
+                     ("--backbone-minutes", "backbone_minutes")):
         if getattr(plan, key) != getattr(default, key):
             args += [opt, str(getattr(plan, key))]
     if plan.seeds != default.seeds:
@@ -136,6 +158,8 @@ def _check_plan(plan: ReportPlan) -> None:
         raise ValueError(f"unknown run(s) {unknown}; known: {list(RUNS)}")
     if not plan.seeds:
         raise ValueError("at least one seed is needed")
+    if plan.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {plan.protocol!r}; choose one of {list(PROTOCOLS)}")
     if plan.device.startswith("cuda"):
         import torch
 
@@ -149,7 +173,8 @@ def _save_plan(plan: ReportPlan) -> None:
     new = asdict(plan)
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("preset", "frames", "cameras", "image_size", "steps", "samples", "mh_test_num", "mh_train_num", "data_seed")
+        keys = ("preset", "frames", "cameras", "image_size", "steps", "samples", "mh_test_num", "mh_train_num", "data_seed",
+                "protocol", "backbone_kind", "backbone_steps")
         diff = {k: (old.get(k), new[k]) for k in keys if old.get(k) != new[k]}
         if diff:
             raise ValueError(f"{plan.root} holds a benchmark with other settings {diff}; use another --work folder")
@@ -194,21 +219,66 @@ def _finished_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", -1))
 
 
+def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, workers: int, threads: int) -> list[str]:
+    over = [f"train.max_steps={steps}", f"data.num_workers={workers}", f"data.image_size={plan.image_size}",
+            f"train.threads={threads}", f"train.max_minutes={'null' if minutes is None else minutes}",
+            f"train.ckpt_every={max(100, steps // 10)}", f"train.val_every={max(steps, 1)}"]
+    if plan.device.startswith("cuda"):
+        over.append("train.accelerator=gpu")
+    return over
+
+
+def backbone_job(plan: ReportPlan) -> Job:
+    """Shared protocol: the one backbone (a ``backbone_kind`` model trained on the ground truth)."""
+    threads = 1 if plan.device.startswith("cuda") else max(1, os.cpu_count() or 1)
+    over = _train_overrides(plan, plan.backbone_steps, plan.backbone_minutes, plan.workers, threads)
+    over.append(f"train.val_every={max(500, plan.backbone_steps // 8)}")
+    argv = handflow_command("train", "--config", plan.preset, "--model", plan.backbone_kind, "--data", plan.data,
+                            "--out", plan.backbone_ckpt.parents[1], "--resume", "auto", *over, *plan.extra_overrides)
+    return Job("train backbone", argv, plan.root / "logs" / "train-backbone.log", threads=threads)
+
+
+def features_job(plan: ReportPlan) -> Job:
+    argv = handflow_command("features", "--checkpoint", plan.backbone_ckpt, "--data", plan.data, "--out", plan.features,
+                            "--device", plan.device, "--workers", plan.workers, "--no-progress")
+    return Job("features", argv, plan.root / "logs" / "features.log", threads=max(1, os.cpu_count() or 1))
+
+
 def train_job(plan: ReportPlan, name: str, seed: int) -> Job:
     """The ``handflow train`` command of one run (also written into the report)."""
     spec, out = RUNS[name], plan.run_dir(name, seed)
-    over = [f"train.max_steps={plan.steps}", f"train.seed={seed}", f"data.num_workers={plan.workers}",
-            f"data.image_size={plan.image_size}", "train.threads=1",
-            f"train.max_minutes={'null' if plan.train_minutes is None else plan.train_minutes}",
-            f"train.ckpt_every={max(100, plan.steps // 10)}", f"train.val_every={max(plan.steps, 1)}"]
-    if plan.device.startswith("cuda"):
-        over.append("train.accelerator=gpu")
+    shared = plan.protocol == "shared"
+    # heads on cached features read no image: no loader processes
+    over = _train_overrides(plan, plan.steps, plan.train_minutes, 0 if shared else plan.workers, 1) + [f"train.seed={seed}"]
+    if shared:
+        over += [f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true", f"data.features={plan.features}"]
     if spec.multihands:
         over.append(f"data.multihands={plan.mh}")
     over += [*spec.overrides, *plan.extra_overrides]
     argv = handflow_command("train", "--config", plan.preset, "--model", spec.kind, "--data", plan.data, "--out", out,
                             "--resume", "auto", *over)
     return Job(f"train {name} s{seed}", argv, plan.root / "logs" / f"train-{name}-s{seed}.log", threads=1)
+
+
+def _features_done(plan: ReportPlan) -> bool:
+    from handflow.data.features import FEATURES_META
+
+    meta = plan.features / FEATURES_META
+    return meta.exists() and {"train", "val", "test"} <= set(json.loads(meta.read_text()).get("splits", {}))
+
+
+def stage_backbone(plan: ReportPlan, progress: bool) -> None:
+    """Train (or continue) the shared backbone; once its features are cached it is fixed."""
+    if plan.protocol == "shared" and not _features_done(plan) and _finished_step(plan.backbone_ckpt) < plan.backbone_steps:
+        run_jobs([backbone_job(plan)], 1, "backbone", progress)
+
+
+def stage_features(plan: ReportPlan, progress: bool) -> None:
+    if plan.protocol != "shared" or _features_done(plan):
+        return
+    if not plan.backbone_ckpt.exists():
+        raise FileNotFoundError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
+    run_jobs([features_job(plan)], 1, "features", progress)
 
 
 def stage_train(plan: ReportPlan, progress: bool) -> None:
@@ -241,7 +311,8 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out_md: Path 
     else:
         _check_plan(plan)
         _save_plan(plan)
-    steps = {"data": stage_data, "multihands": stage_multihands, "train": stage_train, "evaluate": stage_evaluate}
+    steps = {"data": stage_data, "multihands": stage_multihands, "backbone": stage_backbone, "features": stage_features,
+             "train": stage_train, "evaluate": stage_evaluate}
     for s in STAGES:
         if s in stages and s in steps:
             steps[s](plan, progress)
@@ -382,6 +453,7 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
         f"{plan.mh_train_rounds} rounds × {plan.mh_train_proposals} proposals. Evaluation: {plan.samples} samples per image, "
         f"{any_s.get('num_images', '?')} test images ({any_s.get('num_images_multihands', '?')} with MultiHands annotations).",
         "",
+        *(_shared_protocol_lines(plan) if plan.protocol == "shared" else []),
         "One run is trained by (here for HandFlowNet, seed 0; the others differ in `--model` and the overrides of the table below):",
         "",
         "```\n" + " ".join(shlex.quote(a) for a in train_job(plan, "flow", plan.seeds[0]).argv[2:]) + "\n```",
@@ -460,6 +532,37 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(L))
     return out_md
+
+
+def _shared_protocol_lines(plan: ReportPlan) -> list[str]:
+    """The shared-feature protocol's paragraph: how the one backbone was trained and cached."""
+    def cmd(job: Job) -> str:
+        return " ".join(shlex.quote(str(a)) for a in job.argv[2:])
+
+    bb_step = _finished_step(plan.backbone_ckpt)
+    val = _last_val(plan.backbone_ckpt.parents[1])
+    return [
+        f"**Protocol: shared features** (docs/evaluation.md). One `{plan.backbone_kind}` model was trained on the ground "
+        f"truth ({bb_step} steps{val}); its backbone is frozen and its features cached for every image. Every run below "
+        f"trains only its head ({plan.steps} steps) on those features, so all methods see exactly the same image evidence.",
+        "",
+        f"```\n{cmd(backbone_job(plan))}\n{cmd(features_job(plan))}\n```",
+        "",
+    ]
+
+
+def _last_val(run_dir: Path) -> str:
+    """``"; validation RR / Global MPJPE of its z = 0 estimate a / b mm"`` from the run's CSV log, if any."""
+    import csv
+
+    rows = []
+    for f in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        with open(f, newline="") as fh:
+            rows += [r for r in csv.DictReader(fh) if r.get("val/mpjpe_rr")]
+    if not rows:
+        return ""
+    r = max(rows, key=lambda r: int(r["step"]))
+    return f"; validation MPJPE of its estimate RR {float(r['val/mpjpe_rr']):.1f} mm, Global {float(r['val/mpjpe_global']):.1f} mm"
 
 
 def _split_line(synth: dict) -> str:

@@ -68,9 +68,22 @@ class HandPoseModel(nn.Module):
         self.cfg = cfg
         self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path)
         self.normalizer = ParamNormalizer()
+        if cfg.model.freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "HandPoseModel":
+        """As :meth:`nn.Module.train`, but a frozen backbone stays in eval mode (its BatchNorm
+        statistics are part of what is frozen)."""
+        super().train(mode)
+        if self.cfg.model.freeze_backbone:
+            self.backbone.eval()
+        return self
 
     def features(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) -> (B, C); run once per image."""
+        if self.cfg.model.freeze_backbone:
+            with torch.no_grad():
+                return self.backbone(images)
         return self.backbone(images)
 
     @abstractmethod

@@ -59,8 +59,8 @@ class HandFlowModule(pl.LightningModule):
     def compute_losses(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """Total loss, per-term values, and the decoded predictions (B, 1+S, 42, 3) mm."""
         lc, m = self.cfg.loss, self.model
-        size = batch["image"].shape[-1]
-        feats = m.features(batch["image"])
+        size = self.cfg.data.image_size
+        feats = self.batch_features(batch)
         ys, mask, has = self._targets(batch)
         ys_std = m.normalizer.normalize(ys)
         g = self._generator()
@@ -92,9 +92,19 @@ class HandFlowModule(pl.LightningModule):
         total = sum(lc.weight(k) * v for k, v in terms.items())
         return total, terms, joints
 
+    def batch_features(self, batch: dict[str, Any]) -> Tensor:
+        """(B, C) backbone features: the cached ``feats`` of a feature batch (shared-feature
+        protocol, :mod:`handflow.data.features`), else the backbone on ``image``."""
+        if "feats" in batch:
+            return batch["feats"].float()
+        if batch["image"].shape[-1] != self.cfg.data.image_size:
+            raise ValueError(f"batch images are {batch['image'].shape[-1]} px but the model was configured for "
+                             f"data.image_size={self.cfg.data.image_size}")
+        return self.model.features(batch["image"])
+
     @staticmethod
     def batch_is_finite(batch: dict[str, Any]) -> bool:
-        keys = ("image", "y", "joints_cam", "joints_2d", "K")
+        keys = ("image", "feats", "y", "joints_cam", "joints_2d", "K")
         return all(bool(torch.isfinite(batch[k]).all()) for k in keys if k in batch) and (
             "multi_y" not in batch or bool(torch.isfinite(batch["multi_y"][batch["multi_valid"]]).all())
         )
@@ -111,7 +121,7 @@ class HandFlowModule(pl.LightningModule):
             self.skipped_batches += 1
             log.warning("step %d: non-finite loss %s skipped; terms %s", self.global_step, total.item(), {k: float(v) for k, v in terms.items()})
             return None
-        bs = batch["image"].shape[0]
+        bs = batch["K"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for k, v in terms.items():
             self.log(f"train/{k}", v, batch_size=bs)
@@ -157,10 +167,9 @@ class HandFlowModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         m = self.model
-        size = batch["image"].shape[-1]
-        feats = m.features(batch["image"])
+        feats = self.batch_features(batch)
         z0 = m.z0(feats)
-        J = decode_joints(z0, batch["K"].float(), size, self.hand_model)
+        J = decode_joints(z0, batch["K"].float(), self.cfg.data.image_size, self.hand_model)
         valid = batch["joint_valid"]
         bs = feats.shape[0]
         for a in ("rr", "global"):

@@ -16,7 +16,7 @@ from handflow.config import Config, from_dict
 from handflow.models import model_class
 from handflow.training.module import HandFlowModule
 
-__all__ = ["train", "fit_normalizer", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
+__all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +161,12 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
         d = cfg.data
         datamodule = InterHandDataModule(d.root, d.image_size, d.batch_size, d.num_workers, hand_model=d.hand_model,
                                          augment=d.augment, seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max,
-                                         mano_path=d.mano_path)
+                                         mano_path=d.mano_path, features=d.features)
     module = HandFlowModule(cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(resume) if isinstance(resume, (str, Path)) and resume not in (True, False) else (str(last) if resume and last.exists() else None)
     if ckpt_path is None:
+        init_backbone(module, cfg)
         n = fit_normalizer(module, datamodule.dataset("train"), seed=cfg.train.seed)
         log.info("parameter normalizer fitted on %d training images", n)
     else:
@@ -174,6 +175,35 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
     trainer = _trainer(cfg, out, extra_callbacks=extra_callbacks, enable_progress_bar=enable_progress_bar, **trainer_overrides)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return last
+
+
+def init_backbone(module: HandFlowModule, cfg: Config) -> None:
+    """Copy the backbone of ``cfg.model.backbone_checkpoint`` into a fresh ``module`` and, with
+    ``cfg.data.features``, check that the feature cache was made by that backbone.
+
+    Raises:
+        CheckpointMismatch: another backbone architecture or image size.
+        handflow.data.features.FeatureCacheError: the cache belongs to another backbone.
+    """
+    src = cfg.model.backbone_checkpoint
+    if src is None:
+        if cfg.data.features is not None:
+            raise CheckpointMismatch("data.features needs model.backbone_checkpoint: the checkpoint whose backbone made the cache")
+        return
+    donor, dcfg = load_checkpoint(src)
+    for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone), ("image size", dcfg.data.image_size, cfg.data.image_size),
+                       ("hand model", dcfg.data.hand_model, cfg.data.hand_model)):
+        if a != b:
+            raise CheckpointMismatch(f"model.backbone_checkpoint {src} has {what} {a!r}, this config {b!r}")
+    module.model.backbone.load_state_dict(donor.model.backbone.state_dict())
+    if cfg.data.features is not None:
+        from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
+
+        meta = read_meta(cfg.data.features)
+        if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
+            raise FeatureCacheError(f"{cfg.data.features} was made by another backbone ({meta.get('checkpoint')}) than "
+                                    f"model.backbone_checkpoint={src}; run `handflow features --checkpoint {src}` again")
+    log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
 def check_compatible(path: str | Path, cfg: Config) -> None:

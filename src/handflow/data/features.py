@@ -1,0 +1,163 @@
+"""Cached backbone features: the shared-feature protocol (docs/evaluation.md).
+
+One backbone is trained once; :func:`cache_features` runs it over every image of a dataset
+(no augmentation) and stores the pooled features. Heads (HandFlowNet's flow, the baselines,
+the ablations) then train on :class:`FeatureDataset` items: the usual annotation dict without
+the image, plus ``feats`` (C,). A head trained this way keeps the frozen backbone in its
+checkpoint, so ``predict``/``evaluate`` use it like any other model.
+
+On disk (``OUT/``)::
+
+    features.json     backbone checkpoint, its weight digest, image size, data root, splits
+    <split>.pt        {"features": (N, C) float32, "image_id": (N,) int64}
+
+``image_id`` follows the dataset order; loading checks it against the dataset so a cache
+from another dataset, or from the same one re-generated, is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["FEATURES_META", "FeatureCacheError", "backbone_digest", "cache_features", "load_split_features",
+           "read_meta", "FeatureDataset"]
+
+log = logging.getLogger(__name__)
+
+FEATURES_META = "features.json"
+
+
+class FeatureCacheError(ValueError):
+    """A feature cache is missing, incomplete, or does not belong to the data or backbone."""
+
+
+def backbone_digest(backbone: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a backbone's weights and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for k, v in backbone.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float64 if v.is_floating_point() else torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The cache's ``features.json``; :class:`FeatureCacheError` when absent or corrupt."""
+    p = Path(folder) / FEATURES_META
+    if not p.is_file():
+        raise FeatureCacheError(f"no feature cache in {folder} ({FEATURES_META} missing): run "
+                                f"`handflow features --checkpoint BACKBONE.ckpt --data DATA --out {folder}`")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise FeatureCacheError(f"{p} is corrupt ({e}); delete the folder and run `handflow features` again") from e
+
+
+@torch.no_grad()
+def cache_features(checkpoint: str | Path, data: str | Path, out: str | Path, splits: tuple[str, ...] = ("train", "val", "test"),
+                   batch_size: int = 64, num_workers: int = 1, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Run the backbone of ``checkpoint`` over ``splits`` of ``data`` and store the features.
+
+    Resumable per split: a split whose file exists for the same backbone digest is kept.
+    Returns the metadata written to ``features.json``.
+    """
+    from tqdm import tqdm
+
+    from handflow.data.datamodule import worker_init
+    from handflow.data.interhand import InterHandDataset
+    from handflow.training.train import load_checkpoint
+
+    module, cfg = load_checkpoint(checkpoint)
+    backbone = module.model.backbone.to(device).eval()
+    digest = backbone_digest(backbone)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / FEATURES_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta and meta.get("backbone_digest") != digest:
+        raise FeatureCacheError(f"{out} holds features of another backbone ({meta.get('checkpoint')}); "
+                                "use another --out folder or delete it")
+    meta.update({"checkpoint": str(Path(checkpoint).resolve()), "backbone": cfg.model.backbone, "backbone_digest": digest,
+                 "image_size": cfg.data.image_size, "data": str(Path(data).resolve()), "hand_model": cfg.data.hand_model,
+                 "dim": backbone.dim})
+    meta.setdefault("splits", {})
+    for split in splits:
+        target = out / f"{split}.pt"
+        if target.is_file() and split in meta["splits"]:
+            continue
+        ds = InterHandDataset(data, split, cfg.data.image_size, hand_model=cfg.data.hand_model, mano_path=cfg.data.mano_path)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, worker_init_fn=worker_init)
+        feats, ids = [], []
+        for batch in tqdm(loader, desc=f"features {split}", disable=not progress, unit="batch"):
+            f = backbone(batch["image"].to(device)).float().cpu()
+            if not torch.isfinite(f).all():
+                raise FeatureCacheError(f"non-finite backbone features for images {batch['meta']['image_id'].tolist()[:8]}")
+            feats.append(f)
+            ids.append(batch["meta"]["image_id"].long())
+        F = torch.cat(feats) if feats else torch.zeros(0, backbone.dim)
+        tmp = target.with_suffix(".pt.tmp")
+        torch.save({"features": F, "image_id": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)}, tmp)
+        tmp.replace(target)
+        meta["splits"][split] = int(F.shape[0])
+        meta_path.write_text(json.dumps(meta, indent=1))
+        log.info("features %s: %d images -> %s", split, F.shape[0], target)
+    return meta
+
+
+def load_split_features(folder: str | Path, split: str) -> tuple[Tensor, Tensor]:
+    """``(features (N, C) float32, image_id (N,) int64)`` of one split."""
+    meta = read_meta(folder)
+    p = Path(folder) / f"{split}.pt"
+    if split not in meta.get("splits", {}) or not p.is_file():
+        raise FeatureCacheError(f"{folder} has no features for split {split!r} (has {sorted(meta.get('splits', {}))}): "
+                                f"run `handflow features ... --out {folder} --splits {split}`")
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+        F, ids = d["features"], d["image_id"]
+    except Exception as e:  # noqa: BLE001 - zip/pickle errors have many types
+        raise FeatureCacheError(f"{p} is unreadable ({e}); delete it and run `handflow features` again") from e
+    if F.dim() != 2 or F.shape[0] != ids.shape[0] or not torch.isfinite(F).all():
+        raise FeatureCacheError(f"{p} is malformed: features {tuple(F.shape)}, ids {tuple(ids.shape)}")
+    return F.float(), ids.long()
+
+
+class FeatureDataset(Dataset):
+    """Items of ``base`` (built with ``load_images=False``) plus ``feats`` (C,) from the cache.
+
+    Args:
+        base: an :class:`~handflow.data.InterHandDataset` (optionally wrapped, e.g. by
+            :class:`~handflow.multihands.dataset.MultiHandsDataset`) over the cached split.
+        features: (N, C) cached features in dataset order.
+        image_ids: (N,) their image ids, checked against the dataset's.
+    """
+
+    def __init__(self, base: Dataset, features: Tensor, image_ids: Tensor) -> None:
+        inner = base
+        while hasattr(inner, "base"):
+            inner = inner.base
+        n = len(base)  # type: ignore[arg-type]
+        if features.shape[0] != n:
+            raise FeatureCacheError(f"the feature cache has {features.shape[0]} items, the dataset {n}: "
+                                    "it was made from another dataset; run `handflow features` again")
+        own = getattr(getattr(inner, "index", None), "a", None)
+        if own is not None:
+            ds_ids = torch.tensor(list(map(int, own["img_id"][:n])), dtype=torch.long)
+            if not torch.equal(ds_ids, image_ids):
+                raise FeatureCacheError("the feature cache's image ids differ from the dataset's: it was made from "
+                                        "another dataset; run `handflow features` again")
+        self.base, self.features = base, features
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.base[i]
+        item["feats"] = self.features[i]
+        return item
