@@ -1,6 +1,6 @@
 """Cost of N samples vs one deterministic pass, batch 1 (the backbone runs once per image).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_predict.py [--config cpu|paper] [--device cpu|cuda]
+    OMP_NUM_THREADS=1 python benchmarks/bench_predict.py [--config cpu|paper] [--device cpu|cuda] [--set model.flow_hidden=256 ...]
 
 Prints the time of (a) backbone + the z = 0 estimate and (b) backbone + z = 0 + N samples,
 measured side by side, and their ratio (goal: N = 100 costs <= 1.2x one pass).
@@ -25,9 +25,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, nargs="+", default=[1, 10, 100])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.flow_hidden=256 model.flow_blocks=1")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = load_config(a.config)
+    cfg = load_config(a.config, a.set)
     model = build_model(cfg).to(a.device).eval()
     y = torch.randn(64, 218, device=a.device)
     model.normalizer.fit(y)
@@ -51,7 +52,9 @@ def main() -> None:
                 sync()
                 times[k].append(time.perf_counter() - t)
     base = statistics.median(times[0])
-    print(f"{cfg.model.backbone} {S}px on {a.device} ({a.threads} thread(s)): one deterministic pass {base * 1e3:.1f} ms")
+    m = cfg.model
+    print(f"{m.backbone} {S}px, flow {m.flow_steps} steps x {m.flow_blocks} blocks x {m.flow_hidden} wide, on {a.device} "
+          f"({a.threads} thread(s)): one deterministic pass {base * 1e3:.1f} ms")
     print(f"{'samples':>8} {'ms':>9} {'ratio':>7}")
     for n in a.samples:
         t = statistics.median(times[n])

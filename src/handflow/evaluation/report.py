@@ -219,10 +219,11 @@ def _finished_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", -1))
 
 
-def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, workers: int, threads: int) -> list[str]:
+def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, workers: int, threads: int,
+                     val_every: int | None = None) -> list[str]:
     over = [f"train.max_steps={steps}", f"data.num_workers={workers}", f"data.image_size={plan.image_size}",
             f"train.threads={threads}", f"train.max_minutes={'null' if minutes is None else minutes}",
-            f"train.ckpt_every={max(100, steps // 10)}", f"train.val_every={max(steps, 1)}"]
+            f"train.ckpt_every={max(100, steps // 10)}", f"train.val_every={val_every or max(steps, 1)}"]
     if plan.device.startswith("cuda"):
         over.append("train.accelerator=gpu")
     return over
@@ -231,8 +232,8 @@ def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, worker
 def backbone_job(plan: ReportPlan) -> Job:
     """Shared protocol: the one backbone (a ``backbone_kind`` model trained on the ground truth)."""
     threads = 1 if plan.device.startswith("cuda") else max(1, os.cpu_count() or 1)
-    over = _train_overrides(plan, plan.backbone_steps, plan.backbone_minutes, plan.workers, threads)
-    over.append(f"train.val_every={max(500, plan.backbone_steps // 8)}")
+    over = _train_overrides(plan, plan.backbone_steps, plan.backbone_minutes, plan.workers, threads,
+                            val_every=min(max(500, plan.backbone_steps // 8), plan.backbone_steps))
     argv = handflow_command("train", "--config", plan.preset, "--model", plan.backbone_kind, "--data", plan.data,
                             "--out", plan.backbone_ckpt.parents[1], "--resume", "auto", *over, *plan.extra_overrides)
     return Job("train backbone", argv, plan.root / "logs" / "train-backbone.log", threads=threads)
