@@ -274,3 +274,38 @@ def test_joints_only_decode_equals_the_full_forward() -> None:
     ref, _ = decode_joints(y, K, 64, hm, vertices=True)  # the model's own forward pass
     torch.testing.assert_close(decode_joints(y, K, 64, hm), ref, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(decode_joints(y[:, 0], K, 64, hm), ref[:, 0], atol=1e-3, rtol=1e-5)
+
+
+def test_mean_pose_reference_matches_a_loop(trained, tiny_data) -> None:
+    """The no-image reference: the training mean decoded per image, scored like any model."""
+    from handflow.data import InterHandDataset
+    from handflow.evaluation.chance import mean_pose_metrics
+    from handflow.models import decode_joints
+    from handflow.multihands import load
+    from handflow.training import load_checkpoint
+
+    ckpt, mh = trained
+    ref = mean_pose_metrics(ckpt, tiny_data, "test", mh, batch_size=2)
+    module, _ = load_checkpoint(ckpt)
+    ds = InterHandDataset(tiny_data, "test", 64, augment=False)
+    recs = load(mh, "test")
+    mean = module.model.normalizer.mean
+    assert not torch.allclose(mean, torch.zeros_like(mean))  # fitted: the reference is not the zero vector
+    errs, mins, maxs = {a: [] for a in ("rr", "global")}, [], []
+    for i in range(len(ds)):
+        it = ds[i]
+        J = decode_joints(mean[None], it["K"][None].float(), 64, module.hand_model)[0].double().numpy()
+        gt = it["joints_cam"].double().numpy()
+        for a in errs:
+            errs[a].append(_mpjpe_loop(J, gt, a))
+        r = recs.get(int(it["meta"]["image_id"]))
+        if r is not None:
+            e = [_mpjpe_loop(J, q, "global") for q in [gt] + [np.asarray(j, np.float64) for j in r.joints]]
+            mins.append(min(e)), maxs.append(max(e))
+    for a in errs:
+        assert ref[f"mpjpe_z0_{a}"]["mean"] == pytest.approx(np.mean(errs[a]), rel=1e-5)
+        assert ref[f"mpjpe_best_{a}"]["mean"] == pytest.approx(np.mean(errs[a]), rel=1e-5)  # its one sample is itself
+    assert ref["min_global"]["count"] == len(mins) >= 1
+    assert ref["min_global"]["mean"] == pytest.approx(np.mean(mins), rel=1e-5)
+    assert ref["max_global"]["mean"] == pytest.approx(np.mean(maxs), rel=1e-5)
+    assert ref["spread_mm"]["mean"] == 0.0 and ref["mmd_global"]["mean"] > 0

@@ -139,3 +139,19 @@ def test_shared_protocol_jobs(tmp_path) -> None:
     assert "--protocol shared" in cmd and "--backbone-steps 70" in cmd
     with pytest.raises(ValueError, match="unknown protocol"):
         run_report(ReportPlan(work=str(tmp_path / "y"), protocol="nope"), ("train",), progress=False)
+
+
+def test_mean_pose_reference_row(fake_bench, tmp_path, monkeypatch) -> None:
+    """The no-image reference is a row of Tables 1 and 2 (values as computed, one per column)."""
+    import handflow.evaluation.report as rep
+
+    keys = [f"{m}_{a}" for a in ("global", "rrr", "rr") for m in ("min", "max", "mmd")]
+    keys += ["spread_mm", "mpjpe_z0_rr", "mpjpe_best_rr", "mpjpe_z0_rr_occ"]
+    ref = {k: {"mean": 100.0 + i + 0.25, "count": M} for i, k in enumerate(keys)}
+    monkeypatch.setattr(rep, "_mean_pose_reference", lambda plan, res: ref)
+    text = run_report(fake_bench, ("write",), tmp_path / "results.md", progress=False).read_text()
+    rows = [line for line in text.splitlines() if line.startswith(f"| {rep.REF_LABEL} |")]
+    assert len(rows) == 2
+    assert rows[0].split(" | ")[1:3] == [f"{ref['min_global']['mean']:.1f}", f"{ref['max_global']['mean']:.1f}"]
+    assert rows[1].split(" | ")[1] == f"{ref['mmd_global']['mean']:.3f}" and "±" not in rows[1]
+    assert rows[1].rstrip(" |").endswith(f"{ref['mpjpe_z0_rr_occ']['mean']:.1f}")

@@ -90,12 +90,12 @@ def _check_inputs(checkpoint: Path, data: Path, multihands: Path | None, samples
         raise ValueError(f"device {device!r} requested but torch sees no GPU (pass --device cpu)")
 
 
-def _open_dataset(data: Path, split: str, cfg: Any) -> Any:
+def _open_dataset(data: Path, split: str, cfg: Any, load_images: bool = True) -> Any:
     from handflow.data import InterHandDataset
 
     try:
         return InterHandDataset(data, split, cfg.data.image_size, hand_model=cfg.data.hand_model,
-                                mano_path=cfg.data.mano_path, augment=False)
+                                mano_path=cfg.data.mano_path, augment=False, load_images=load_images)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"split {split!r} not found in {data} ({e}); pass --split with a split the "
                                 "dataset has (train, val, test)") from None
@@ -163,12 +163,19 @@ def _chunk_batches(pending: list[int], M: int, chunk_images: int, batch_size: in
 def _batch_columns(module: Any, batch: dict[str, Any], samples: int, g: torch.Generator, size: int, device: str,
                    records: Any) -> dict[str, np.ndarray]:
     """Per-image columns of one collated batch (B images)."""
-    ids = [int(i) for i in batch["meta"]["image_id"]]
     with torch.no_grad():
         pred = module.model.predict(batch["image"].to(device, torch.float32), samples, g)
         K = batch["K"].to(device, torch.float32)
         y = torch.cat([pred["z0"][:, None], pred["samples"]], 1)  # (B, 1+S, 218)
         J = decode_joints(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
+    return joint_columns(J, batch, device, records)
+
+
+def joint_columns(J: torch.Tensor, batch: dict[str, Any], device: str, records: Any) -> dict[str, np.ndarray]:
+    """Per-image columns of one collated batch from its decoded predictions ``J``
+    (B, 1+S, 42, 3) mm: the z = 0 estimate first, then the S samples. ``records``: the
+    MultiHands records of the split, or None."""
+    ids = [int(i) for i in batch["meta"]["image_id"]]
     gt, valid = batch["joints_cam"].to(device, torch.float64), batch["joint_valid"].to(device).bool()
     ann = ok = None
     has = torch.zeros(len(ids), dtype=torch.bool)

@@ -464,6 +464,10 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
     ]
     if mh_test:
         L += [f"MultiHands test annotations: {_mh_line(mh_test)}", ""]
+    ref = _mean_pose_reference(plan, res)
+    ref_note = ("The last row, the mean training pose decoded through each image's crop camera "
+                "(`handflow.evaluation.chance`), sees no image: it is the chance level a model must beat."
+                if ref else "")
     # Table 1
     det_rows = [n for n in METHODS if n in res.summary]
     L += ["## Table 1: one annotation is an unreliable target",
@@ -472,8 +476,9 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
           "of the plausible MultiHands annotations of its image (ground truth included).",
           "",
           _table(["model"] + [f"{m} {a.upper()}" for a in ALIGNS for m in ("min", "max")],
-                 [[RUNS[n].label] + [_fmt(res.metric(n, f"{m}_{a}"), 1) for a in ALIGNS for m in ("min", "max")] for n in det_rows]),
-          ""]
+                 [[RUNS[n].label] + [_fmt(res.metric(n, f"{m}_{a}"), 1) for a in ALIGNS for m in ("min", "max")] for n in det_rows]
+                 + _ref_row(ref, [(f"{m}_{a}", 1) for a in ALIGNS for m in ("min", "max")])),
+          "", ref_note, ""]
     # Table 2
     L += ["## Table 2: MMD between samples and plausible annotations (lower is better)",
           "",
@@ -484,8 +489,10 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
           _table(["model", "MMD Global", "MMD RRR", "MMD RR", "spread (mm)", "MPJPE RR z=0", "RR best-of-N", "RR* z=0 (occluded)"],
                  [[RUNS[n].label] + [_fmt(res.metric(n, f"mmd_{a}")) for a in ALIGNS]
                   + [_fmt(res.metric(n, k), 1) for k in ("spread_mm", "mpjpe_z0_rr", "mpjpe_best_rr", "mpjpe_z0_rr_occ")]
-                  for n in det_rows]),
-          "", "![MMD per method](figures/results_mmd.png)", ""]
+                  for n in det_rows]
+                 + _ref_row(ref, [(f"mmd_{a}", 3) for a in ALIGNS]
+                            + [(k, 1) for k in ("spread_mm", "mpjpe_z0_rr", "mpjpe_best_rr", "mpjpe_z0_rr_occ")])),
+          "", ref_note, "", "![MMD per method](figures/results_mmd.png)", ""]
     figs.mmd_bars(res, det_rows, fig_dir / "results_mmd.png", {n: RUNS[n].label for n in RUNS})
     # Table 3
     ab_rows = [n for n in ABLATIONS if n in res.summary]
@@ -533,6 +540,31 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(L))
     return out_md
+
+
+REF_LABEL = "*mean training pose (no image)*"
+
+
+def _mean_pose_reference(plan: ReportPlan, res: Results) -> dict[str, dict] | None:
+    """Every evaluate column for the mean training pose (:mod:`handflow.evaluation.chance`),
+    from the first evaluated run's checkpoint (all runs share the training data); None when
+    no checkpoint or data is at hand."""
+    from handflow.evaluation.chance import mean_pose_metrics
+
+    for n in res.summary:
+        for s in sorted(res.summary[n]):
+            ckpt = plan.run_dir(n, s) / "checkpoints" / "last.ckpt"
+            if ckpt.exists() and plan.data.exists():
+                mh = plan.mh if (plan.mh / "test").is_dir() else None
+                return mean_pose_metrics(ckpt, plan.data, "test", mh)
+    return None
+
+
+def _ref_row(ref: dict[str, dict] | None, cols: list[tuple[str, int]]) -> list[list[str]]:
+    """The reference's table row from (column, digits) pairs (no seeds: one value each), or no row."""
+    if ref is None:
+        return []
+    return [[REF_LABEL] + [_fmt(np.array([ref[k]["mean"]]), d) for k, d in cols]]
 
 
 def _shared_protocol_lines(plan: ReportPlan) -> list[str]:
