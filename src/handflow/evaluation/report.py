@@ -442,6 +442,9 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
     L: list[str] = [
         "# Results: the paper's tables on the synthetic benchmark",
         "",
+        "How these numbers were obtained, what limits them and what was found when a finding failed: "
+        "docs/evaluation.md, section \"Status of the benchmark\".",
+        "",
         "Every number on this page was produced by one command (run from the repository root):",
         "",
         f"```\n{cmd}\n```",
