@@ -58,7 +58,5 @@ def tiny_train(root, out, steps: int = 2, **kw):
     from handflow.training import train
 
     cfg = tiny_cfg(root, out, steps, **kw)
-    d = cfg.data
-    dm = InterHandDataModule(d.root, d.image_size, d.batch_size, 0, hand_model=d.hand_model, augment=False, seed=cfg.train.seed,
-                             multihands=d.multihands, features=d.features)
+    dm = InterHandDataModule.from_config(cfg, num_workers=0, augment=False)
     return train(cfg, datamodule=dm, enable_progress_bar=False)

@@ -18,8 +18,7 @@ def _cfg(root, out, steps, **kw):
 
 
 def _dm(cfg):
-    d = cfg.data
-    return InterHandDataModule(d.root, d.image_size, d.batch_size, 0, hand_model=d.hand_model, augment=False, seed=cfg.train.seed)
+    return InterHandDataModule.from_config(cfg, num_workers=0, augment=False, multihands=None, features=None)
 
 
 def _weights(path):

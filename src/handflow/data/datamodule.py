@@ -77,6 +77,17 @@ class InterHandDataModule(pl.LightningDataModule):
         self.features = features
         self._ds: dict[str, Any] = {}
 
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> "InterHandDataModule":
+        """The data module a :class:`~handflow.config.Config` describes (``cfg.data``, seed
+        ``cfg.train.seed``); ``overrides`` replace constructor arguments, e.g.
+        ``augment=False, num_workers=0``."""
+        d = cfg.data
+        kw = dict(root=d.root, image_size=d.image_size, batch_size=d.batch_size, num_workers=d.num_workers,
+                  hand_model=d.hand_model, augment=d.augment, seed=cfg.train.seed, multihands=d.multihands,
+                  multihands_max=d.multihands_max, mano_path=d.mano_path, features=d.features)
+        return cls(**(kw | overrides))
+
     def wants_multihands(self, split: str) -> bool:
         """MultiHands targets are required for the train split (the loss uses them) and
         attached to another split only where annotations for it exist (validation scores the

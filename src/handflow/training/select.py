@@ -13,7 +13,7 @@ no augmentation) memorises the training images. Measured on the synthetic benchm
 
 The scores go to ``selection.json`` beside the checkpoints::
 
-    {"criterion": "validation loss (own objective)", "split": "val", "images": M,
+    {"criterion": "validation loss (own objective)", "split": "val", "limit": 2048, "images": M,
      "steps": {"200": {"loss": ..., "terms": {...}}, ...}, "best_step": 200,
      "best": "checkpoints/best.ckpt", "source": "checkpoints/step0000200.ckpt"}
 
@@ -51,13 +51,10 @@ def _val_batches(cfg: Any, hand_model: Any, split: str, limit: int, batch_size: 
     """Collated batches of at most ``limit`` images spread evenly over ``split`` (no augmentation)."""
     from handflow.data.datamodule import InterHandDataModule
 
-    d = cfg.data
-    dm = InterHandDataModule(d.root, d.image_size, batch_size, 0, hand_model=hand_model, augment=False,
-                             seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max,
-                             mano_path=d.mano_path, features=d.features)
-    ds = dm.dataset(split)
+    ds = InterHandDataModule.from_config(cfg, batch_size=batch_size, num_workers=0, hand_model=hand_model,
+                                         augment=False).dataset(split)
     if len(ds) == 0:
-        raise ValueError(f"split {split!r} of {d.root} has no image to select a checkpoint on")
+        raise ValueError(f"split {split!r} of {cfg.data.root} has no image to select a checkpoint on")
     idx = torch.linspace(0, len(ds) - 1, min(limit, len(ds))).round().long().unique().tolist()
     return [torch.utils.data.default_collate([ds[i] for i in idx[a:a + batch_size]]) for a in range(0, len(idx), batch_size)]
 

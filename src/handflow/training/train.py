@@ -158,10 +158,7 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
     if datamodule is None:
         from handflow.data.datamodule import InterHandDataModule
 
-        d = cfg.data
-        datamodule = InterHandDataModule(d.root, d.image_size, d.batch_size, d.num_workers, hand_model=d.hand_model,
-                                         augment=d.augment, seed=cfg.train.seed, multihands=d.multihands, multihands_max=d.multihands_max,
-                                         mano_path=d.mano_path, features=d.features)
+        datamodule = InterHandDataModule.from_config(cfg)
     module = HandFlowModule(cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(resume) if isinstance(resume, (str, Path)) and resume not in (True, False) else (str(last) if resume and last.exists() else None)
