@@ -47,7 +47,7 @@ def tiny_cfg(root, out, steps, **kw):
     from handflow.config import load_config
 
     o = [f"data.root={root}", f"train.out_dir={out}", f"train.max_steps={steps}", "data.image_size=64", "data.batch_size=2",
-         "data.augment=false", "model.flow_hidden=64", "train.ckpt_every=1", "train.val_every=1000", "train.threads=1",
+         "data.augment=false", "model.flow_hidden=64", "train.ckpt_every=1000", "train.val_every=1000", "train.threads=1",
          "train.accelerator=cpu", "train.max_minutes=null", "loss.num_samples=2"]
     return load_config("cpu", o + [f"{k}={v}" for k, v in kw.items()])
 

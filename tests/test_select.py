@@ -15,7 +15,7 @@ from handflow.training.select import BEST, SELECTION, _val_batches, select_check
 @pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("sel") / "run"
-    tiny_train(tiny_data, out, 3, **{"train.lr": 3e-3})
+    tiny_train(tiny_data, out, 3, **{"train.lr": 3e-3, "train.ckpt_every": 1})  # one checkpoint per step
     return out
 
 
@@ -67,3 +67,25 @@ def test_cli(run, tmp_path) -> None:
     assert f"step {sel['best_step']:>8}" in r.output and "<- best" in r.output and sel["images"] == 3
     r = CliRunner().invoke(app, ["select", "--run", str(tmp_path)])
     assert r.exit_code == 1 and "step*.ckpt" in r.output
+
+
+def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data) -> None:
+    """Periodic snapshots hold the weights of their step without optimizer state (a third of the
+    size of last.ckpt); they load for evaluation, and resuming training from one is refused."""
+    from conftest import tiny_cfg
+    from handflow.training.train import CheckpointMismatch, check_compatible
+
+    ckpts = step_checkpoints(run)
+    last = run / "checkpoints" / "last.ckpt"
+    snap, full = (torch.load(p, map_location="cpu", weights_only=False) for p in (ckpts[3], last))
+    assert "optimizer_states" not in snap and "optimizer_states" in full and full["global_step"] == 3
+    assert snap["state_dict"].keys() == full["state_dict"].keys()
+    for k, v in full["state_dict"].items():
+        assert torch.equal(snap["state_dict"][k], v), k
+    assert ckpts[3].stat().st_size < 0.5 * last.stat().st_size
+    module, _ = load_checkpoint(ckpts[3])
+    assert torch.equal(module.model.normalizer.mean, full["state_dict"]["model.normalizer.mean"]) and bool(module.model.normalizer.fitted)
+    cfg = tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1})
+    check_compatible(last, cfg)
+    with pytest.raises(CheckpointMismatch, match="weights only.*last.ckpt"):
+        check_compatible(ckpts[2], cfg)

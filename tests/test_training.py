@@ -83,7 +83,7 @@ def test_exact_resume_mid_epoch(tiny_data, tmp_path) -> None:
     assert n < steps_per_epoch, "the fixture must give more than 4 steps per epoch"
     straight = _weights(train(_cfg(tiny_data, tmp_path / "a", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", 1)),
                               enable_progress_bar=False))
-    cfg_b = _cfg(tiny_data, tmp_path / "b", n)
+    cfg_b = _cfg(tiny_data, tmp_path / "b", n, **{"train.ckpt_every": 1})  # last.ckpt after every step
     with pytest.raises(_Interrupted):
         train(cfg_b, datamodule=_dm(cfg_b), enable_progress_bar=False, extra_callbacks=[_Crash(n // 2)])
     ck = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

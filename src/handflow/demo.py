@@ -116,7 +116,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> None:
     cfg = load_config("cpu", [
         f"data.root={data}", f"train.out_dir={run}", f"data.image_size={s.image_size}", f"data.batch_size={s.batch_size}",
         f"train.max_steps={s.max_steps}", f"train.max_minutes={s.train_minutes}", f"model.flow_hidden={s.flow_hidden}",
-        f"train.seed={seed}", "train.val_every=100000", f"train.ckpt_every={max(s.max_steps // 10, 1)}",
+        f"train.seed={seed}", "train.val_every=100000", f"train.ckpt_every={max(s.max_steps // 4, 1)}",
         f"data.num_workers={0 if quick else 1}",
     ])
     last = train(cfg, resume=True)

@@ -94,7 +94,7 @@ class LastCheckpoint(pl.Callback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full: optimizer, loops and schedule for exact resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._saved_at = trainer.global_step
@@ -126,10 +126,13 @@ def fit_normalizer(module: HandFlowModule, dataset: Any, max_items: int = 4096, 
 
 def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable_progress_bar: bool = True, **overrides: Any) -> pl.Trainer:
     t = cfg.train
+    # periodic snapshots for select/evaluate/predict carry weights, config and statistics but no
+    # optimizer state (a third of the size); last.ckpt (full) is the one training resumes from
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                           every_n_train_steps=max(t.ckpt_every, 1), save_last=False, save_top_k=-1)
+                           every_n_train_steps=max(t.ckpt_every, 1), save_last=False, save_top_k=-1, save_weights_only=True)
     epoch_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:04d}", auto_insert_metric_name=False,
-                                 every_n_epochs=1, save_on_train_epoch_end=True, save_last=False, save_top_k=1)
+                                 every_n_epochs=1, save_on_train_epoch_end=True, save_last=False, save_top_k=1,
+                                 save_weights_only=True)
     last = LastCheckpoint(out / "checkpoints" / "last.ckpt", t.ckpt_every)
     kw: dict[str, Any] = dict(
         default_root_dir=str(out), max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
@@ -204,8 +207,13 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
 
 
 def check_compatible(path: str | Path, cfg: Config) -> None:
-    """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ."""
+    """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ, or
+    when it cannot resume training (a weights-only ``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
+    if "optimizer_states" not in ck:
+        raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
+                                 f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
+                                 f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
     saved = from_dict(ck["hyper_parameters"]["config"])
     # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
     fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
