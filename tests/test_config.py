@@ -79,3 +79,20 @@ def test_loss_switches() -> None:
         load_config("cpu", ["loss.enabled=[nll,dett]"])
     with pytest.raises(ConfigError, match="unknown loss term"):
         cfg.loss.weight("kl")
+
+
+def test_a_saved_config_without_newer_keys_keeps_how_it_was_trained() -> None:
+    """A checkpoint written before ``loss.joints3d_root_relative`` existed was trained in the
+    camera frame; today's default is wrist-relative. Loading it must not change its training."""
+    from handflow.config import LEGACY_DEFAULTS, saved_config
+
+    cfg = load_config("cpu")
+    assert cfg.loss.joints3d_root_relative is True
+    d = to_dict(cfg)
+    del d["loss"]["joints3d_root_relative"]
+    old = saved_config(d)
+    assert old.loss.joints3d_root_relative is LEGACY_DEFAULTS["loss"]["joints3d_root_relative"] is False
+    assert old.loss.w_3d == cfg.loss.w_3d and old.model == cfg.model
+    assert saved_config(to_dict(cfg)) == cfg  # a complete config is unchanged
+    del d["loss"]
+    assert saved_config(d).loss.joints3d_root_relative is False

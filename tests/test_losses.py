@@ -38,6 +38,40 @@ def test_joint_losses_match_loops() -> None:
     assert torch.allclose(joints3d_loss(ps, gt, valid), both)
 
 
+def test_root_relative_joint_loss_matches_a_loop_and_ignores_root_errors_in_the_articulation() -> None:
+    from handflow.constants import LEFT_ROOT, NUM_HAND_JOINTS, RIGHT_ROOT
+
+    g = torch.Generator().manual_seed(1)
+    B = 4
+    pred = torch.randn(B, 42, 3, generator=g, dtype=torch.float64) * 30 + torch.tensor([0, 0, 500.0], dtype=torch.float64)
+    gt = pred + torch.randn(B, 42, 3, generator=g, dtype=torch.float64) * 10
+    valid = torch.rand(B, 42, generator=g) > 0.2
+    valid[0, LEFT_ROOT] = False  # a hand without a valid wrist: none of its joints count in the relative part
+    rel, n_rel, root, n_root = 0.0, 0, 0.0, 0
+    for b in range(B):
+        for r in (RIGHT_ROOT, LEFT_ROOT):
+            if not valid[b, r]:
+                continue
+            root += ((pred[b, r] - gt[b, r]) / DM).square().sum()
+            n_root += 1
+            first = 0 if r == RIGHT_ROOT else NUM_HAND_JOINTS
+            for j in range(first, first + NUM_HAND_JOINTS):
+                if valid[b, j]:
+                    rel += (((pred[b, j] - pred[b, r]) - (gt[b, j] - gt[b, r])) / DM).square().sum()
+                    n_rel += 1
+    assert torch.allclose(joints3d_loss(pred, gt, valid, root_relative=True), rel / n_rel + root / n_root)
+    # translating a whole predicted hand changes only the wrist term: the articulation part is blind to it
+    shift = torch.tensor([40.0, -25.0, 90.0], dtype=torch.float64)
+    moved = pred.clone()
+    moved[:, :NUM_HAND_JOINTS] += shift
+    extra = sum(((moved[b, RIGHT_ROOT] - gt[b, RIGHT_ROOT]) / DM).square().sum() - ((pred[b, RIGHT_ROOT] - gt[b, RIGHT_ROOT]) / DM).square().sum()
+                for b in range(B) if valid[b, RIGHT_ROOT]) / n_root
+    assert torch.allclose(joints3d_loss(moved, gt, valid, root_relative=True) - joints3d_loss(pred, gt, valid, root_relative=True), extra)
+    # the sample axis averages over samples, as in the camera-frame loss
+    both = (joints3d_loss(pred, gt, valid, True) + joints3d_loss(gt, gt, valid, True)) / 2
+    assert torch.allclose(joints3d_loss(torch.stack([pred, gt], 1), gt, valid, True), both)
+
+
 def test_rotation_and_theta_losses() -> None:
     y = torch.zeros(2, 218, dtype=torch.float64)
     R = random_rotmats(64).reshape(2, 32, 3, 3)

@@ -30,7 +30,7 @@ import yaml
 
 __all__ = [
     "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "ConfigError",
-    "load_config", "to_dict", "from_dict", "validate", "PRESETS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
+    "load_config", "to_dict", "from_dict", "saved_config", "LEGACY_DEFAULTS", "validate", "PRESETS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
 ]
 
 PRESETS = ("cpu", "paper")
@@ -81,7 +81,9 @@ class LossConfig:
     ``enabled``): ``loss.w_det=0`` and ``loss.enabled=[nll,theta,3d,2d,rot]`` both switch
     DetMag off. ``num_samples``: random samples per image for the sample terms of ``L_3D``,
     ``L_2D``, ``L_R`` (the z = 0 estimate is always used too); their 3D/2D terms are weighted by
-    ``sample_3d_scale`` relative to the z = 0 term. ``nll_noise``: std of the Gaussian noise
+    ``sample_3d_scale`` relative to the z = 0 term. ``joints3d_root_relative``: ``L_3D`` on
+    each hand's wrist-relative joints plus a wrist-position term instead of on camera-frame
+    joints (:func:`handflow.models.losses.joints3d_loss`). ``nll_noise``: std of the Gaussian noise
     added to the standardized targets of ``L_nll`` (ProHMR's σ = 0.005). ``theta_seed``:
     seed of the fixed per-image choice of the ``L_θ`` annotation.
     """
@@ -97,6 +99,7 @@ class LossConfig:
     nll_noise: float = 0.005
     theta_seed: int = 0
     sample_3d_scale: float = 0.1
+    joints3d_root_relative: bool = True
 
     def weight(self, term: str) -> float:
         """Weight of ``term`` (one of :data:`LOSS_TERMS`); 0 when the term is switched off."""
@@ -234,6 +237,20 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"config: {where}={value!r} is not a valid str")
         return str(value)
     return value
+
+
+#: Keys added after checkpoints were first written, with the value that reproduces how a
+#: checkpoint written without them was trained (its defaults of the time).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"loss": {"joints3d_root_relative": False}}
+
+
+def saved_config(d: dict[str, Any]) -> Config:
+    """The :class:`Config` stored in a checkpoint (``hyper_parameters["config"]``); keys it
+    predates take their :data:`LEGACY_DEFAULTS`, not today's defaults."""
+    d = {**d}
+    for section, keys in LEGACY_DEFAULTS.items():
+        d[section] = {**keys, **(d.get(section) or {})}
+    return from_dict(d)
 
 
 def from_dict(d: dict[str, Any], cls: type = Config, where: str = "") -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from handflow.constants import HAND_PARAM_DIM, NUM_ROT, PARAM_DIM
+from handflow.constants import HAND_PARAM_DIM, LEFT_ROOT, NUM_HAND_JOINTS, NUM_ROT, PARAM_DIM, RIGHT_ROOT
 from handflow.geometry.camera import project
 from handflow.geometry.rotations import rot6d_orthonormality_residual
 
@@ -76,11 +76,37 @@ def theta_loss(z0_std: Tensor, target_std: Tensor, has_params: Tensor) -> Tensor
     return (z0_std - target_std).square().mean(-1)[has_params].mean()
 
 
-def joints3d_loss(pred: Tensor, gt: Tensor, valid: Tensor) -> Tensor:
-    """Mean over valid joints of ``‖J − P3D‖²`` in dm². pred (B, [S,] 42, 3) mm, gt (B, 42, 3), valid (B, 42)."""
+def joints3d_loss(pred: Tensor, gt: Tensor, valid: Tensor, root_relative: bool = False) -> Tensor:
+    """``L_3D`` in dm² (100 mm units).
+
+    Args:
+        pred: (B, [S,] 42, 3) camera-frame joints, mm.
+        gt: (B, 42, 3) camera-frame annotations, mm.
+        valid: (B, 42) bool.
+        root_relative: False: mean over valid joints of ``‖J − P3D‖²`` in the camera frame.
+            True: the same for each hand's joints relative to its wrist (valid joints of hands
+            whose wrist is valid), plus the mean over valid wrists of ``‖J_root − P3D_root‖²``.
+            The split keeps a wrist-position error out of the gradient of the articulation
+            and orientation: in the camera frame, rotating a hand about its wrist moves its
+            joints' centroid, so a root error alone pulls the orientation away from the truth
+            (docs/training.md, "L_3D relative to the wrists").
+    """
     if pred.dim() == 4:
         gt, valid = gt[:, None].expand_as(pred), valid[:, None].expand(pred.shape[:-1])
-    d2 = ((pred - gt) / DM).square().sum(-1)
+    if not root_relative:
+        return _mean_sq_dm(pred - gt, valid)
+    roots = torch.tensor([RIGHT_ROOT, LEFT_ROOT], device=pred.device)
+    root_err = pred[..., roots, :] - gt[..., roots, :]  # (..., 2, 3)
+    root_ok = valid[..., roots]  # (..., 2)
+    # per hand: the error minus its wrist's error = the error of the wrist-relative joints
+    rel = (pred - gt).unflatten(-2, (2, NUM_HAND_JOINTS)) - root_err[..., None, :]
+    rel_ok = valid.unflatten(-1, (2, NUM_HAND_JOINTS)) & root_ok[..., None]
+    return _mean_sq_dm(rel, rel_ok) + _mean_sq_dm(root_err, root_ok)
+
+
+def _mean_sq_dm(err: Tensor, valid: Tensor) -> Tensor:
+    """Mean over ``valid`` entries of ``‖err‖²`` in dm²; err (..., 3) mm, valid (...) bool."""
+    d2 = (err / DM).square().sum(-1)
     w = valid.to(d2.dtype)
     return (d2 * w).sum() / w.sum().clamp_min(1)
 

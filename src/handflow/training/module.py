@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 import handflow
-from handflow.config import Config, from_dict, to_dict
+from handflow.config import Config, saved_config, to_dict
 from handflow.constants import PARAM_DIM
 from handflow.hand.registry import load_hand_model
 from handflow.metrics import mpjpe, sample_spread
@@ -38,7 +38,7 @@ class HandFlowModule(pl.LightningModule):
 
     def __init__(self, cfg: Config | dict) -> None:
         super().__init__()
-        cfg = from_dict(cfg) if isinstance(cfg, dict) else cfg
+        cfg = saved_config(cfg) if isinstance(cfg, dict) else cfg  # a dict: restored from a checkpoint
         self.cfg = cfg
         self.save_hyperparameters({"config": to_dict(cfg)})
         self.model = build_model(cfg)
@@ -80,9 +80,10 @@ class HandFlowModule(pl.LightningModule):
         joints = decode_joints(m.normalizer.denormalize(preds), batch["K"].float(), size, self.hand_model) if need_joints else None
         s = lc.sample_3d_scale
         if lc.active("3d"):
-            terms["3d"] = joints3d_loss(joints[:, 0], batch["joints_cam"], batch["joint_valid"])
+            rel = lc.joints3d_root_relative
+            terms["3d"] = joints3d_loss(joints[:, 0], batch["joints_cam"], batch["joint_valid"], rel)
             if n:
-                terms["3d"] = terms["3d"] + s * joints3d_loss(joints[:, 1:], batch["joints_cam"], batch["joint_valid"])
+                terms["3d"] = terms["3d"] + s * joints3d_loss(joints[:, 1:], batch["joints_cam"], batch["joint_valid"], rel)
         if lc.active("2d"):
             terms["2d"] = joints2d_loss(joints[:, 0], batch["joints_2d"], batch["visible"], batch["K"], size)
             if n:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from handflow.config import Config, from_dict
+from handflow.config import Config, saved_config
 from handflow.models import model_class
 from handflow.training.module import HandFlowModule
 
@@ -214,7 +214,7 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
         raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
                                  f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
                                  f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
-    saved = from_dict(ck["hyper_parameters"]["config"])
+    saved = saved_config(ck["hyper_parameters"]["config"])
     # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
     fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
     for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
@@ -238,7 +238,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_mod
     ck = torch.load(p, map_location=map_location, weights_only=False)
     if "hyper_parameters" not in ck or "config" not in ck["hyper_parameters"]:
         raise CheckpointMismatch(f"{p} is not a handflow checkpoint (no stored config)")
-    cfg = from_dict(ck["hyper_parameters"]["config"])
+    cfg = saved_config(ck["hyper_parameters"]["config"])
     if expect_hand_model is not None and cfg.data.hand_model != expect_hand_model:
         raise CheckpointMismatch(f"{p} uses hand model {cfg.data.hand_model!r}, expected {expect_hand_model!r}")
     module = HandFlowModule(cfg)
