@@ -136,9 +136,14 @@ def test_shared_protocol_jobs(tmp_path) -> None:
     e2e = train_job(ReportPlan(work=str(tmp_path), steps=30), "flow", 0).argv
     assert not any(a.startswith(("model.backbone_checkpoint", "data.features")) for a in e2e)
     cmd = plan_command(plan)
-    assert "--protocol shared" in cmd and "--backbone-steps 70" in cmd
+    assert "--protocol shared" in cmd and "--backbone-steps 70" in cmd and "--backbone-kind" not in cmd  # the default
+    flow_bb = ReportPlan(work=str(tmp_path), protocol="shared", backbone_kind="flow")
+    assert "--backbone-kind flow" in plan_command(flow_bb)
+    assert backbone_job(flow_bb).argv[backbone_job(flow_bb).argv.index("--model") + 1] == "flow"
     with pytest.raises(ValueError, match="unknown protocol"):
         run_report(ReportPlan(work=str(tmp_path / "y"), protocol="nope"), ("train",), progress=False)
+    with pytest.raises(ValueError, match="unknown backbone kind"):
+        run_report(ReportPlan(work=str(tmp_path / "z"), protocol="shared", backbone_kind="resnet"), ("train",), progress=False)
 
 
 def test_mean_pose_reference_row(fake_bench, tmp_path, monkeypatch) -> None:

@@ -32,6 +32,8 @@ def report(
                                  "features, heads only: the CPU protocol, docs/evaluation.md)."),
     backbone_steps: int = typer.Option(4000, min=1, help="--protocol shared: training steps of the one backbone."),
     backbone_minutes: float = typer.Option(None, help="--protocol shared: wall-clock cap of the backbone training (minutes)."),
+    backbone_kind: str = typer.Option("deterministic", help="--protocol shared: model kind the one backbone is trained as "
+                                      "(deterministic, flow, ...)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train HandFlowNet, the four baselines and four ablations for every seed, evaluate them
@@ -48,7 +50,8 @@ def report(
     plan = ReportPlan(work=str(work), preset=preset, frames=frames, cameras=cameras, image_size=image_size, seeds=seed_t,
                       steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
                       mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
-                      backbone_steps=backbone_steps, backbone_minutes=backbone_minutes)
+                      backbone_steps=backbone_steps, backbone_minutes=backbone_minutes,
+                      backbone_kind=backbone_kind)
     try:
         md = run_report(plan, tuple(s.strip() for s in stages.split(",") if s.strip()), out, progress)
     except (ValueError, FileNotFoundError, JobFailed) as e:

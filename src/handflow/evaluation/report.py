@@ -142,7 +142,7 @@ def plan_command(plan: ReportPlan) -> str:
                      ("--steps", "steps"), ("--samples", "samples"), ("--device", "device"), ("--parallel", "parallel"),
                      ("--workers", "workers"), ("--mh-shards", "mh_shards"), ("--mh-train-num", "mh_train_num"),
                      ("--train-minutes", "train_minutes"), ("--protocol", "protocol"), ("--backbone-steps", "backbone_steps"),
-                     ("--backbone-minutes", "backbone_minutes")):
+                     ("--backbone-minutes", "backbone_minutes"), ("--backbone-kind", "backbone_kind")):
         if getattr(plan, key) != getattr(default, key):
             args += [opt, str(getattr(plan, key))]
     if plan.seeds != default.seeds:
@@ -160,6 +160,12 @@ def _check_plan(plan: ReportPlan) -> None:
         raise ValueError("at least one seed is needed")
     if plan.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {plan.protocol!r}; choose one of {list(PROTOCOLS)}")
+    from handflow.models import model_class
+
+    try:
+        model_class(plan.backbone_kind)
+    except ValueError as e:
+        raise ValueError(f"unknown backbone kind: {e}") from None
     if plan.device.startswith("cuda"):
         import torch
 
