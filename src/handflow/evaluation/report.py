@@ -82,7 +82,7 @@ class ReportPlan:
     cameras: int = 12
     image_size: int = 128
     seeds: tuple[int, ...] = (0, 1)
-    steps: int = 12000  # from scratch, models are at chance on articulation after ~700 steps (docs/evaluation.md)
+    steps: int = 12000  # heads and end-to-end runs alike; the cpu preset reaches ~1660 steps in 28 min (docs/training.md)
     samples: int = 100
     runs: tuple[str, ...] = tuple(RUNS)
     mh_test_num: int = 100
