@@ -134,6 +134,26 @@ def test_ddp_two_cpu_processes_gloo(tiny_data, tmp_path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
 
 
+def test_mixed_precision_trains_with_a_float32_flow(tiny_data, tmp_path) -> None:
+    """bf16-mixed on the CPU runs the autocast path that 16-mixed takes on a GPU: the backbone
+    computes in bf16, the flow stays float32 (autocast off inside it), the weights stay finite
+    float32, and the run resumes like any other."""
+    from handflow.training import HandFlowModule
+
+    cfg = _cfg(tiny_data, tmp_path / "amp", 2, **{"train.precision": "bf16-mixed"})
+    last = train(cfg, datamodule=_dm(cfg), enable_progress_bar=False)
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 2
+    assert all(v.dtype != torch.bfloat16 and bool(torch.isfinite(v.float()).all()) for v in ck["state_dict"].values())
+    module = HandFlowModule(cfg)
+    batch = next(iter(_dm(cfg).train_dataloader()))
+    feats = module.batch_features(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = module.model.backbone(batch["image"])
+        y, _ = module.model.flow.forward(torch.zeros(len(feats), module.model.flow.dim), bf)
+    assert bf.dtype == torch.bfloat16 and y.dtype == torch.float32
+
+
 def test_non_finite_gradients_skip_the_step(tmp_path) -> None:
     from handflow.training import HandFlowModule
 
