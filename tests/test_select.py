@@ -69,7 +69,7 @@ def test_cli(run, tmp_path) -> None:
     assert r.exit_code == 1 and "step*.ckpt" in r.output
 
 
-def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data) -> None:
+def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> None:
     """Periodic snapshots hold the weights of their step without optimizer state (a third of the
     size of last.ckpt); they load for evaluation, and resuming training from one is refused."""
     from conftest import tiny_cfg
@@ -87,5 +87,8 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data) -> None:
     assert torch.equal(module.model.normalizer.mean, full["state_dict"]["model.normalizer.mean"]) and bool(module.model.normalizer.fitted)
     cfg = tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1})
     check_compatible(last, cfg)
+    with caplog.at_level("WARNING", logger="handflow.training.train"):
+        check_compatible(last, tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1, "loss.joints3d_root_relative": "false"}))
+    assert "other loss settings" in caplog.text and "joints3d_root_relative" in caplog.text
     with pytest.raises(CheckpointMismatch, match="weights only.*last.ckpt"):
         check_compatible(ckpts[2], cfg)

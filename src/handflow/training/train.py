@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -223,6 +224,11 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
         if a != b:
             raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "
                                      "use a matching config or another output folder")
+    changed = {f.name: (getattr(saved.loss, f.name), getattr(cfg.loss, f.name)) for f in dataclasses.fields(saved.loss)
+               if getattr(saved.loss, f.name) != getattr(cfg.loss, f.name)}
+    if changed:  # allowed (a deliberate change of weights), but never silently
+        log.warning("resuming %s with other loss settings than it was trained with (saved -> now): %s; pass the saved values "
+                    "as loss.* overrides to continue it unchanged", path, changed)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[Any, Config]:
