@@ -24,27 +24,34 @@ from handflow.training import load_checkpoint
 from handflow.training.select import step_checkpoints
 
 
-@torch.no_grad()
-def z0_errors(ckpt: Path, data: Path, split: str, limit: int, batch_size: int = 32) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean MPJPE per alignment of the z = 0 estimate and of the mean training pose (mm)."""
+def load_batches(ckpt: Path, data: Path, split: str, limit: int, batch_size: int = 32) -> list[dict]:
+    """An evenly spaced subset of ``split`` as collated batches, cropped as ``ckpt`` expects
+    (read once, then scored for every checkpoint of the run)."""
     module, cfg = load_checkpoint(ckpt)
     dm = InterHandDataModule(data, image_size=cfg.data.image_size, batch_size=batch_size, hand_model=module.hand_model, augment=False)
     ds = dm.dataset(split)
     idx = torch.linspace(0, len(ds) - 1, min(limit, len(ds))).long().tolist()
+    return [torch.utils.data.default_collate([ds[i] for i in idx[i0:i0 + batch_size]]) for i0 in range(0, len(idx), batch_size)]
+
+
+@torch.no_grad()
+def z0_errors(ckpt: Path, batches: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean MPJPE per alignment (mm) of the z = 0 estimate and of the mean training pose."""
+    module, cfg = load_checkpoint(ckpt)
     errs: dict[str, list[torch.Tensor]] = {a: [] for a in ALIGNMENTS}
     ref: dict[str, list[torch.Tensor]] = {a: [] for a in ALIGNMENTS}
-    for i0 in range(0, len(idx), batch_size):
-        b = torch.utils.data.default_collate([ds[i] for i in idx[i0:i0 + batch_size]])
-        K = b["K"].float()
+    for b in batches:
+        if b["image"].shape[-1] != cfg.data.image_size:
+            raise ValueError(f"{ckpt} expects {cfg.data.image_size} px crops, the batches are {b['image'].shape[-1]} px")
         z0 = module.model.z0(module.batch_features(b))
         mean = module.model.normalizer.mean.expand_as(z0)
         for out, y in ((errs, z0), (ref, mean)):
-            J = decode_joints(y, K, cfg.data.image_size, module.hand_model)
+            J = decode_joints(y, b["K"].float(), cfg.data.image_size, module.hand_model)
             for a in ALIGNMENTS:
                 e = mpjpe(J, b["joints_cam"], a, mask=b["joint_valid"])
                 out[a].append(e[torch.isfinite(e)])
-    mean_of = lambda d: {a: torch.cat(v).mean().item() for a, v in d.items()}  # noqa: E731
-    return mean_of(errs), mean_of(ref)
+    return ({a: torch.cat(v).mean().item() for a, v in errs.items()},
+            {a: torch.cat(v).mean().item() for a, v in ref.items()})
 
 
 def main() -> None:
@@ -65,8 +72,9 @@ def main() -> None:
     cols = " ".join(f"{x:>8}" for x in ALIGNMENTS)
     print(f"{'split':<6} {'checkpoint':<11} {cols}   (mean training pose: {cols.strip()})")
     for split in a.splits.split(","):
+        batches = load_batches(next(iter(ckpts.values())), a.data, split, a.limit)
         for name, path in ckpts.items():
-            model, ref = z0_errors(path, a.data, split, a.limit)
+            model, ref = z0_errors(path, batches)
             m = " ".join(f"{model[x]:8.1f}" for x in ALIGNMENTS)
             r = " ".join(f"{ref[x]:.1f}" for x in ALIGNMENTS)
             print(f"{split:<6} {name:<11} {m}   ({r})", flush=True)

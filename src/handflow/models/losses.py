@@ -95,7 +95,7 @@ def joints3d_loss(pred: Tensor, gt: Tensor, valid: Tensor, root_relative: bool =
         gt, valid = gt[:, None].expand_as(pred), valid[:, None].expand(pred.shape[:-1])
     if not root_relative:
         return _mean_sq_dm(pred - gt, valid)
-    roots = torch.tensor([RIGHT_ROOT, LEFT_ROOT], device=pred.device)
+    roots = [RIGHT_ROOT, LEFT_ROOT]
     root_err = pred[..., roots, :] - gt[..., roots, :]  # (..., 2, 3)
     root_ok = valid[..., roots]  # (..., 2)
     # per hand: the error minus its wrist's error = the error of the wrist-relative joints
