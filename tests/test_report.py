@@ -11,7 +11,7 @@ import pytest
 
 from handflow.evaluation.jobs import Job, JobFailed, run_jobs
 from handflow.evaluation.report import (
-    RUNS, ReportPlan, collect, findings, load_plan, paired_difference, plan_command, run_report, train_job,
+    RUNS, ReportPlan, collect, findings, load_plan, paired_difference, plan_command, run_report, synth_job, train_job,
 )
 
 M = 40  # images
@@ -100,6 +100,18 @@ def test_plan_command_round_trip_and_mismatch(tmp_path) -> None:
         run_report(ReportPlan(work=str(tmp_path), steps=60), ("train",), progress=False)
     with pytest.raises(ValueError, match="unknown run"):
         run_report(ReportPlan(work=str(tmp_path / "x"), runs=("flow", "nope")), ("train",), progress=False)
+    assert "--test-frames" not in synth_job(plan).argv
+
+
+def test_test_frames_reach_synth_and_the_command(tmp_path) -> None:
+    plan = ReportPlan(work=str(tmp_path), frames=1000, test_frames=250)
+    argv = synth_job(plan).argv
+    assert argv[argv.index("--test-frames") + 1] == "250" and argv[argv.index("--frames") + 1] == "1000"
+    assert "--frames 1000 --test-frames 250" in plan_command(plan)
+    (tmp_path / "plan.json").write_text(json.dumps(plan.__dict__))
+    assert load_plan(tmp_path) == plan
+    with pytest.raises(ValueError, match="test_frames"):  # a benchmark folder keeps its test split
+        run_report(ReportPlan(work=str(tmp_path), frames=1000, test_frames=300), ("train",), progress=False)
 
 
 def test_train_job_carries_the_run_settings(tmp_path) -> None:

@@ -227,6 +227,21 @@ def test_plan_splits_disjoint_and_covering():
         gen.make_plan(gen.SynthConfig(frames=10, cameras=1, image_size=64, seed=0, splits=("train", "bogus")))
 
 
+
+def test_test_frames_enlarges_test_split_and_keeps_train_val_plan():
+    base = gen.SynthConfig(frames=300, cameras=4, image_size=64, seed=3)
+    big = gen.SynthConfig(frames=300, cameras=4, image_size=64, seed=3, test_frames=75)
+    p0, p1 = gen.make_plan(base), gen.make_plan(big)
+    assert sum(p.length for p in p1 if p.split == "test") == 75
+    assert [p for p in p1 if p.split != "test"] == [p for p in p0 if p.split != "test"]
+    t0, t1 = [p for p in p0 if p.split == "test"], [p for p in p1 if p.split == "test"]
+    assert t1[:len(t0) - 1] == t0[:-1]  # only the last (cut) sequence of the smaller test split differs
+    assert "test_frames" not in base.to_json() and big.to_json()["test_frames"] == 75
+    with pytest.raises(ValueError, match="no test split"):
+        gen.make_plan(gen.SynthConfig(frames=10, cameras=1, image_size=64, seed=0, splits=("train", "val"), test_frames=5))
+    with pytest.raises(ValueError, match="at least 1"):
+        gen.make_plan(gen.SynthConfig(frames=10, cameras=1, image_size=64, seed=0, test_frames=0))
+
 # ----------------------------------------------------------------------------- sequences
 def test_slerp_endpoints_and_constant_speed():
     g = torch.Generator().manual_seed(1)
@@ -424,6 +439,18 @@ def test_same_seed_identical_and_sharded_equals_unsharded(dataset, backends, tmp
     gen.generate(other, gen.SynthConfig(**{**TINY, "seed": 8}), backends=backends, progress=False)
     assert _all_files(other) != ref
 
+
+
+def test_test_frames_keeps_train_and_val_bytes(dataset, backends, tmp_path):
+    root, cfg, summary = dataset
+    big = tmp_path / "big"
+    res = gen.generate(big, gen.SynthConfig(**{**TINY, "test_frames": 3}), backends=backends, progress=False)
+    assert res["summary"]["splits"]["test"]["frames"] == 3 > summary["splits"]["test"]["frames"]
+    ref, new = _all_files(root), _all_files(big)
+    for split in ("train", "val"):
+        files = {k for k in ref if f"/{split}/" in f"/{k}"}
+        assert files and {k: new.get(k) for k in files} == {k: ref[k] for k in files}
+    assert res["summary"]["splits"]["test"]["images"] > summary["splits"]["test"]["images"]
 
 def test_killed_run_leaves_no_partial_file_and_rerun_completes(dataset, backends, tmp_path, monkeypatch):
     root, cfg, _ = dataset

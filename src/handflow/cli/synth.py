@@ -30,6 +30,8 @@ def synth(
     hand_model: str = typer.Option("openhand", help="openhand (embedded) or mano (needs --mano-path)."),
     mano_path: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl."),
     splits: str = typer.Option("train,val,test", help="Comma-separated splits (80/10/10 % of frames)."),
+    test_frames: int = typer.Option(None, min=1, help="Frames of the test split instead of its 10 % share "
+                                    "(train and val stay the same: a bigger test set for the same training data)."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each renders on its own)."),
     merge_only: bool = typer.Option(False, "--merge", help="Only merge existing shards into the final files."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -41,7 +43,7 @@ def synth(
 
     split_t = tuple(s.strip() for s in splits.split(",") if s.strip())
     config = SynthConfig(frames=frames, cameras=cameras, image_size=image_size, seed=seed,
-                         hand_model=hand_model, splits=split_t)
+                         hand_model=hand_model, splits=split_t, test_frames=test_frames)
     if merge_only:
         summary = merge(out, find_shard_count(out, split_t), config)
         typer.echo(json.dumps(summary, indent=1))

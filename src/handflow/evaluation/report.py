@@ -67,7 +67,8 @@ PROTOCOLS = ("end2end", "shared")
 class ReportPlan:
     """Everything the benchmark depends on (saved as ``WORK/plan.json``).
 
-    ``frames`` × ``cameras`` images, split 80/10/10 by frame; synthetic images are rendered at
+    ``frames`` × ``cameras`` images, split 80/10/10 by frame (``test_frames``: the test split
+    gets that many frames instead, train and val unchanged); synthetic images are rendered at
     ``2 × image_size`` and cropped to ``image_size``. ``steps`` training steps per run at the
     preset's batch size, stopped early at ``train_minutes`` of wall time if set (the steps
     reached are in each run's logs and the per-seed table). ``parallel`` runs side by side,
@@ -79,6 +80,7 @@ class ReportPlan:
     work: str
     preset: str = "cpu"
     frames: int = 2500
+    test_frames: int | None = None
     cameras: int = 12
     image_size: int = 128
     seeds: tuple[int, ...] = (0, 1)
@@ -138,7 +140,7 @@ def load_plan(work: str | Path) -> ReportPlan:
 def plan_command(plan: ReportPlan) -> str:
     """The ``handflow report`` command that reproduces ``plan`` (defaults left out)."""
     default, args = ReportPlan(work=plan.work), ["handflow", "report", "--work", plan.work]
-    for opt, key in (("--preset", "preset"), ("--frames", "frames"), ("--cameras", "cameras"), ("--image-size", "image_size"),
+    for opt, key in (("--preset", "preset"), ("--frames", "frames"), ("--test-frames", "test_frames"), ("--cameras", "cameras"), ("--image-size", "image_size"),
                      ("--steps", "steps"), ("--samples", "samples"), ("--device", "device"), ("--parallel", "parallel"),
                      ("--workers", "workers"), ("--mh-shards", "mh_shards"), ("--mh-train-num", "mh_train_num"),
                      ("--train-minutes", "train_minutes"), ("--protocol", "protocol"), ("--backbone-steps", "backbone_steps"),
@@ -179,7 +181,7 @@ def _save_plan(plan: ReportPlan) -> None:
     new = asdict(plan)
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("preset", "frames", "cameras", "image_size", "steps", "samples", "mh_test_num", "mh_train_num", "data_seed",
+        keys = ("preset", "frames", "test_frames", "cameras", "image_size", "steps", "samples", "mh_test_num", "mh_train_num", "data_seed",
                 "protocol", "backbone_kind", "backbone_steps")
         diff = {k: (old.get(k), new[k]) for k in keys if old.get(k) != new[k]}
         if diff:
@@ -188,15 +190,21 @@ def _save_plan(plan: ReportPlan) -> None:
 
 
 # ---------------------------------------------------------------------------- stages
+def synth_job(plan: ReportPlan) -> Job:
+    """``handflow synth`` of the benchmark's data (all cores)."""
+    import os
+
+    return Job("synth", handflow_command("synth", "--out", plan.data, "--frames", plan.frames, "--cameras", plan.cameras,
+                                         "--image-size", 2 * plan.image_size, "--seed", plan.data_seed,
+                                         *(() if plan.test_frames is None else ("--test-frames", plan.test_frames)),
+                                         "--workers", max(1, os.cpu_count() or 1), "--no-progress"),
+               plan.root / "logs" / "synth.log")
+
+
 def stage_data(plan: ReportPlan, progress: bool) -> None:
     if (plan.data / "synth_summary.json").exists():
         return
-    import os
-
-    run_jobs([Job("synth", handflow_command("synth", "--out", plan.data, "--frames", plan.frames, "--cameras", plan.cameras,
-                                            "--image-size", 2 * plan.image_size, "--seed", plan.data_seed,
-                                            "--workers", max(1, os.cpu_count() or 1), "--no-progress"),
-                  plan.root / "logs" / "synth.log")], 1, "synth", progress)
+    run_jobs([synth_job(plan)], 1, "synth", progress)
 
 
 def stage_multihands(plan: ReportPlan, progress: bool) -> None:
@@ -457,7 +465,8 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
         "",
         f"Device: {any_s.get('device', plan.device)}. Preset `{plan.preset}` (see `handflow/configs/{plan.preset}.yaml`), "
         f"{plan.steps} training steps per run, seeds {seeds}; the tables show mean ± std over seeds.",
-        f"Data: `handflow synth --frames {plan.frames} --cameras {plan.cameras} --image-size {2 * plan.image_size} "
+        f"Data: `handflow synth --frames {plan.frames}{_test_frames_opt(plan)} --cameras {plan.cameras} "
+        f"--image-size {2 * plan.image_size} "
         f"--seed {plan.data_seed}` ({_split_line(synth)}), crops of {plan.image_size} px. "
         f"MultiHands: test split N = {plan.mh_test_num} (defaults), train split N = {plan.mh_train_num} with "
         f"{plan.mh_train_rounds} rounds × {plan.mh_train_proposals} proposals. Evaluation: {plan.samples} samples per image, "
@@ -605,6 +614,10 @@ def _last_val(run_dir: Path) -> str:
         return ""
     r = max(rows, key=lambda r: int(r["step"]))
     return f"; validation MPJPE of its estimate RR {float(r['val/mpjpe_rr']):.1f} mm, Global {float(r['val/mpjpe_global']):.1f} mm"
+
+
+def _test_frames_opt(plan: ReportPlan) -> str:
+    return "" if plan.test_frames is None else f" --test-frames {plan.test_frames}"
 
 
 def _split_line(synth: dict) -> str:

@@ -7,7 +7,9 @@ No stream depends on another shard's work, so ``--shard i/n`` runs in any order 
 machine and the merged files are byte-identical to an unsharded run.
 
 Plan (:func:`make_plan`): the ``frames`` requested are split over the splits (default
-80/10/10 %, every requested split gets at least one frame), each split is cut into
+80/10/10 %, every requested split gets at least one frame; ``test_frames`` gives the test
+split that many frames instead of its share, leaving the plan of train and val unchanged, so
+a bigger test set can be drawn for the same training data), each split is cut into
 sequences of 5–20 frames, sequences are grouped into captures of at most
 ``CAPTURE_MAX_FRAMES`` frames, and each capture is one subject (so splits have disjoint
 captures *and* subjects). Sequence ``k`` belongs to shard ``k mod n``.
@@ -55,10 +57,13 @@ class SynthConfig:
     hand_model: str = "openhand"
     splits: tuple[str, ...] = ("train", "val", "test")
     format_version: int = FORMAT_VERSION
+    test_frames: int | None = None  # frames of the test split instead of its share of ``frames``
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["splits"] = list(self.splits)
+        if self.test_frames is None:  # datasets written before the option have no such key
+            del d["test_frames"]
         return d
 
 
@@ -83,7 +88,9 @@ def stream(seed: int, *keys: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
 
 
-def _split_frames(frames: int, splits: tuple[str, ...]) -> dict[str, int]:
+def _split_frames(frames: int, splits: tuple[str, ...], test_frames: int | None = None) -> dict[str, int]:
+    """Frames per split: ``frames`` shared by ``SPLIT_FRACTIONS``, then the test split set to
+    ``test_frames`` if given (the other splits keep their counts)."""
     for s in splits:
         if s not in SPLIT_FRACTIONS:
             raise ValueError(f"unknown split {s!r}: expected a subset of {list(SPLIT_FRACTIONS)}")
@@ -94,6 +101,12 @@ def _split_frames(frames: int, splits: tuple[str, ...]) -> dict[str, int]:
     n[splits[0]] += frames - sum(n.values())
     if n[splits[0]] < 1:
         raise ValueError(f"cannot split {frames} frames over {splits}")
+    if test_frames is not None:
+        if "test" not in splits:
+            raise ValueError(f"--test-frames {test_frames} given but the splits {list(splits)} have no test split")
+        if test_frames < 1:
+            raise ValueError(f"--test-frames must be at least 1, got {test_frames}")
+        n["test"] = int(test_frames)
     return n
 
 
@@ -106,7 +119,7 @@ def make_plan(config: SynthConfig) -> list[SeqPlan]:
     plan: list[SeqPlan] = []
     subject = 0
     gframe = 0
-    for split, n in _split_frames(config.frames, config.splits).items():
+    for split, n in _split_frames(config.frames, config.splits, config.test_frames).items():
         capture, cap_frames, seq_in_cap = 0, 0, 0
         left = n
         while left > 0:
