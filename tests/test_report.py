@@ -11,7 +11,7 @@ import pytest
 
 from handflow.evaluation.jobs import Job, JobFailed, run_jobs
 from handflow.evaluation.report import (
-    RUNS, ReportPlan, collect, findings, load_plan, paired_difference, plan_command, run_report, synth_job, train_job,
+    RUNS, ReportPlan, collect, findings, load_plan, paired_difference, plan_command, run_report, synth_job, train_job, training_done,
 )
 
 M = 40  # images
@@ -172,3 +172,14 @@ def test_mean_pose_reference_row(fake_bench, tmp_path, monkeypatch) -> None:
     assert rows[0].split(" | ")[1:3] == [f"{ref['min_global']['mean']:.1f}", f"{ref['max_global']['mean']:.1f}"]
     assert rows[1].split(" | ")[1] == f"{ref['mmd_global']['mean']:.3f}" and "±" not in rows[1]
     assert rows[1].rstrip(" |").endswith(f"{ref['mpjpe_z0_rr_occ']['mean']:.1f}")
+
+
+def test_a_run_stopped_by_its_time_cap_is_done(tmp_path) -> None:
+    import torch
+
+    ckpt = tmp_path / "last.ckpt"
+    assert not training_done(ckpt, 10, None)
+    torch.save({"global_step": 7, "callbacks": {"Timer": {"time_elapsed": {"train": 125.0}}}}, ckpt)
+    assert not training_done(ckpt, 10, None) and not training_done(ckpt, 10, 3.0)
+    assert training_done(ckpt, 10, 2.0)  # 125 s used of a 2-minute cap: resuming would step past it
+    assert training_done(ckpt, 7, None)

@@ -233,6 +233,21 @@ def _finished_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", -1))
 
 
+def training_done(ckpt: Path, steps: int, minutes: float | None) -> bool:
+    """True when the run of ``ckpt`` (a full ``last.ckpt``) reached ``steps`` or used up its
+    wall-clock cap of ``minutes`` (Lightning's ``Timer`` state): resuming it would add a step
+    or two past the cap and change a backbone whose features are already cached."""
+    if not ckpt.exists():
+        return False
+    import torch
+
+    c = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if int(c.get("global_step", -1)) >= steps:
+        return True
+    elapsed = c.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train")
+    return minutes is not None and elapsed is not None and float(elapsed) >= 60.0 * float(minutes)
+
+
 def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, workers: int, threads: int,
                      val_every: int | None = None) -> list[str]:
     over = [f"train.max_steps={steps}", f"data.num_workers={workers}", f"data.image_size={plan.image_size}",
@@ -284,7 +299,8 @@ def _features_done(plan: ReportPlan) -> bool:
 
 def stage_backbone(plan: ReportPlan, progress: bool) -> None:
     """Train (or continue) the shared backbone; once its features are cached it is fixed."""
-    if plan.protocol == "shared" and not _features_done(plan) and _finished_step(plan.backbone_ckpt) < plan.backbone_steps:
+    if plan.protocol == "shared" and not _features_done(plan) and not training_done(plan.backbone_ckpt, plan.backbone_steps,
+                                                                                         plan.backbone_minutes):
         run_jobs([backbone_job(plan)], 1, "backbone", progress)
 
 
@@ -298,7 +314,7 @@ def stage_features(plan: ReportPlan, progress: bool) -> None:
 
 def stage_train(plan: ReportPlan, progress: bool) -> None:
     jobs = [train_job(plan, n, s) for n in plan.runs for s in plan.seeds
-            if _finished_step(plan.run_dir(n, s) / "checkpoints" / "last.ckpt") < plan.steps]
+            if not training_done(plan.run_dir(n, s) / "checkpoints" / "last.ckpt", plan.steps, plan.train_minutes)]
     if jobs:
         run_jobs(jobs, plan.parallel, "train", progress)
 
