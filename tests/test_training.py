@@ -211,3 +211,18 @@ def test_cli_one_step_smoke_run(tiny_data, tmp_path) -> None:
     assert bad.exit_code != 0 and "backbone" in str(bad.exception)
     typo = CliRunner().invoke(app, args + ["loss.w_tpyo=1"])
     assert typo.exit_code != 0 and "w_tpyo" in typo.output
+
+
+def test_progress_bar_names_the_last_epoch_only_when_epochs_bound_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from handflow.training.train import ProgressBar, _trainer
+
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1)  # what a run bounded by max_steps has during fit
+    assert bar._get_train_description(5).strip() == "Epoch 5"  # Lightning's own reads "Epoch 5/-2"
+    bar._trainer = SimpleNamespace(max_epochs=3)
+    assert bar._get_train_description(1).strip() == "Epoch 1/2"
+    cfg = load_config("cpu", [f"train.out_dir={tmp_path}", "train.max_steps=10"])
+    assert sum(isinstance(c, ProgressBar) for c in _trainer(cfg, tmp_path, logger=False).callbacks) == 1
+    assert not any(isinstance(c, ProgressBar) for c in _trainer(cfg, tmp_path, enable_progress_bar=False, logger=False).callbacks)

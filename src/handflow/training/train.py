@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.config import Config, saved_config
@@ -83,6 +83,16 @@ class MidEpochResume(pl.Callback):
             bs.sampler = _BatchAlignedSampler(bs.sampler, trainer, bs.batch_size)
 
 
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar, whose epoch label reads "Epoch 5/-2" in a run bounded by steps
+    (``max_epochs=-1``): the label names the last epoch only when there is one."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        label = f"Epoch {current_epoch}" + (f"/{max_epochs - 1}" if max_epochs is not None and max_epochs > 0 else "")
+        return f"{label:{len(self.validation_description)}}" if len(self.validation_description) > len(label) else label
+
+
 class LastCheckpoint(pl.Callback):
     """Writes ``last.ckpt`` every ``every`` steps and when an epoch or the run ends (also when
     ``max_steps``/``max_time`` stops it mid-epoch), atomically (temp file + rename)."""
@@ -139,7 +149,8 @@ def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable
         default_root_dir=str(out), max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, gradient_clip_val=t.grad_clip or None, log_every_n_steps=max(t.log_every, 1),
         logger=[CSVLogger(str(out), name="logs"), TensorBoardLogger(str(out), name="tb")],
-        callbacks=[ckpt, epoch_ckpt, last, MidEpochResume(), *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
+        callbacks=[ckpt, epoch_ckpt, last, MidEpochResume(), *([ProgressBar()] if enable_progress_bar else []),
+                   *(extra_callbacks or [])], enable_progress_bar=enable_progress_bar,
         check_val_every_n_epoch=None, val_check_interval=t.val_every, limit_val_batches=10, num_sanity_val_steps=0,
         deterministic=False,
     )
