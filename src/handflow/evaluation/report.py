@@ -431,7 +431,7 @@ def findings(res: Results) -> list[tuple[str, bool | None, str]]:
                 per_seed = bool(np.all(f < o)) if f.size == o.size else bool(f.mean() < o.mean())
                 d, se, _ = paired_difference(res.image_metric("flow", f"mmd_{a}"), res.image_metric(b, f"mmd_{a}"))
                 out.append((f"MMD {a.upper()}: flow < {RUNS[b].label}", per_seed and d + 2 * se < 0,
-                            f"flow {_fmt(f)} vs {_fmt(o)}; per-image difference {d:+.3f} ± {2 * se:.3f} (2 s.e.)"))
+                            f"flow {_fmt(f)} vs {_fmt(o)}; per-image difference {d:+.4f} ± {2 * se:.4f} (2 s.e.)"))
         if "flow_no_detmag" in res.summary:
             s1, s0 = res.metric("flow", "spread_mm"), res.metric("flow_no_detmag", "spread_mm")
             out.append(("L_DetMag raises the sample spread", bool(s1.mean() > s0.mean()),
@@ -443,7 +443,7 @@ def findings(res: Results) -> list[tuple[str, bool | None, str]]:
                 f, o = res.metric("flow", f"mmd_{a}"), res.metric(ab, f"mmd_{a}")
                 d, se, _ = paired_difference(res.image_metric(ab, f"mmd_{a}"), res.image_metric("flow", f"mmd_{a}"))
                 out.append((f"{RUNS[ab].label} worsens MMD {a.upper()}", bool(o.mean() > f.mean()) and d - 2 * se > 0,
-                            f"{_fmt(o)} vs full {_fmt(f)}; per-image increase {d:+.3f} ± {2 * se:.3f} (2 s.e.)"))
+                            f"{_fmt(o)} vs full {_fmt(f)}; per-image increase {d:+.4f} ± {2 * se:.4f} (2 s.e.)"))
     return out
 
 
