@@ -190,13 +190,18 @@ def _save_plan(plan: ReportPlan) -> None:
 
 
 # ---------------------------------------------------------------------------- stages
+def _synth_settings(plan: ReportPlan) -> list[str]:
+    """The ``handflow synth`` options that define the benchmark's data."""
+    test = [] if plan.test_frames is None else ["--test-frames", str(plan.test_frames)]
+    return ["--frames", str(plan.frames), *test, "--cameras", str(plan.cameras), "--image-size", str(2 * plan.image_size),
+            "--seed", str(plan.data_seed)]
+
+
 def synth_job(plan: ReportPlan) -> Job:
     """``handflow synth`` of the benchmark's data (all cores)."""
     import os
 
-    return Job("synth", handflow_command("synth", "--out", plan.data, "--frames", plan.frames, "--cameras", plan.cameras,
-                                         "--image-size", 2 * plan.image_size, "--seed", plan.data_seed,
-                                         *(() if plan.test_frames is None else ("--test-frames", plan.test_frames)),
+    return Job("synth", handflow_command("synth", "--out", plan.data, *_synth_settings(plan),
                                          "--workers", max(1, os.cpu_count() or 1), "--no-progress"),
                plan.root / "logs" / "synth.log")
 
@@ -481,9 +486,7 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
         "",
         f"Device: {any_s.get('device', plan.device)}. Preset `{plan.preset}` (see `handflow/configs/{plan.preset}.yaml`), "
         f"{plan.steps} training steps per run, seeds {seeds}; the tables show mean ± std over seeds.",
-        f"Data: `handflow synth --frames {plan.frames}{_test_frames_opt(plan)} --cameras {plan.cameras} "
-        f"--image-size {2 * plan.image_size} "
-        f"--seed {plan.data_seed}` ({_split_line(synth)}), crops of {plan.image_size} px. "
+        f"Data: `handflow synth {' '.join(_synth_settings(plan))}` ({_split_line(synth)}), crops of {plan.image_size} px. "
         f"MultiHands: test split N = {plan.mh_test_num} (defaults), train split N = {plan.mh_train_num} with "
         f"{plan.mh_train_rounds} rounds × {plan.mh_train_proposals} proposals. Evaluation: {plan.samples} samples per image, "
         f"{any_s.get('num_images', '?')} test images ({any_s.get('num_images_multihands', '?')} with MultiHands annotations).",
@@ -630,10 +633,6 @@ def _last_val(run_dir: Path) -> str:
         return ""
     r = max(rows, key=lambda r: int(r["step"]))
     return f"; validation MPJPE of its estimate RR {float(r['val/mpjpe_rr']):.1f} mm, Global {float(r['val/mpjpe_global']):.1f} mm"
-
-
-def _test_frames_opt(plan: ReportPlan) -> str:
-    return "" if plan.test_frames is None else f" --test-frames {plan.test_frames}"
 
 
 def _split_line(synth: dict) -> str:
