@@ -6,7 +6,7 @@
 4. predict distributions for held-out test images (``predictions/``: figures, HTML);
 5. write a summary (MPJPE of the z = 0 estimate and best-of-N, sample spread).
 
-Full mode takes about 15 minutes on 2 CPU cores; ``--quick`` (used by the test suite) about
+Full mode takes about 11 minutes on 2 CPU cores (training capped at 9); ``--quick`` (used by the test suite) about
 2 minutes with tiny settings. Reruns reuse the dataset and resume training.
 """
 
