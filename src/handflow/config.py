@@ -28,6 +28,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from handflow.errors import HandflowError
+
 __all__ = [
     "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "ConfigError",
     "load_config", "to_dict", "from_dict", "saved_config", "LEGACY_DEFAULTS", "validate", "PRESETS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
@@ -45,7 +47,7 @@ LR_SCHEDULES = ("cosine", "none")
 MIN_IMAGE_SIZE = 32
 
 
-class ConfigError(ValueError):
+class ConfigError(HandflowError, ValueError):
     """A config key is unknown, or a value has the wrong type or range."""
 
 

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from handflow.errors import HandflowError
+
 __all__ = ["FEATURES_META", "FeatureCacheError", "backbone_digest", "cache_features", "load_split_features",
            "read_meta", "FeatureDataset"]
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 FEATURES_META = "features.json"
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(HandflowError, ValueError):
     """A feature cache is missing, incomplete, or does not belong to the data or backbone."""
 
 

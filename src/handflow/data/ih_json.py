@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from handflow.constants import NUM_JOINTS
+from handflow.errors import HandflowError
 
 __all__ = [
     "AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require", "JsonStream", "read_skeleton",
@@ -24,7 +25,7 @@ SUBSETS = ("all", "human_annot", "machine_annot")
 KINDS = ("data", "camera", "joint_3d", "MANO_NeuralAnnot")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(HandflowError, ValueError):
     """A dataset file is missing, unreadable, or lacks a key / has a wrong value."""
 
 

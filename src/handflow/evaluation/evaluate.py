@@ -37,6 +37,7 @@ from handflow.metrics import DEFAULT_BANDWIDTHS
 from handflow.models import decode_joints
 from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
+from handflow.errors import HandflowError
 
 __all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
            "image_metrics", "summary_markdown"]
@@ -51,7 +52,7 @@ SEED_STRIDE = 1_000_003
 RUN_KEYS = ("checkpoint_identity", "data", "split", "multihands", "samples", "seed", "images", "chunk_images")
 
 
-class RunMismatch(ValueError):
+class RunMismatch(HandflowError, ValueError):
     """``out`` holds an evaluation made with other settings."""
 
 

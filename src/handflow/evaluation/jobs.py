@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handflow.errors import HandflowError
+
 __all__ = ["Job", "JobFailed", "run_jobs", "handflow_command"]
 
 #: seconds between polls of running jobs
@@ -22,7 +24,7 @@ POLL_S = 0.5
 LOG_TAIL_LINES = 30
 
 
-class JobFailed(RuntimeError):
+class JobFailed(HandflowError, RuntimeError):
     """A job exited with a non-zero status; the message holds its command and log tail."""
 
 

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from handflow.errors import HandflowError
+
 __all__ = ["ManoFormatError", "RestrictedUnpickler", "load_mano_arrays", "MANO_SHAPES", "ALLOWED_CLASSES"]
 
 
-class ManoFormatError(ValueError):
+class ManoFormatError(HandflowError, ValueError):
     """A MANO file is missing keys, has wrong shapes, or names a class we refuse to load."""
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.config import Config, saved_config
+from handflow.errors import HandflowError
 from handflow.models import model_class
 from handflow.training.module import HandFlowModule
 
@@ -22,7 +23,7 @@ __all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check
 log = logging.getLogger(__name__)
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(HandflowError, ValueError):
     """A checkpoint was built with another configuration or hand model than requested."""
 
 

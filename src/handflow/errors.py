@@ -1,0 +1,34 @@
+"""The package's exceptions: one base, :class:`HandflowError`, for every error that a user's
+input or a user's file causes (a bad option, a missing or foreign file, a checkpoint from
+another config, a corrupt annotation). The CLI prints such an error as one line
+(``error: ...``) and exits 1; ``--verbose`` or ``HANDFLOW_DEBUG=1`` shows the traceback.
+
+Domain errors derive from it and keep their older built-in base (``ValueError``,
+``OSError``), so ``except ValueError`` in existing user code still catches them:
+
+>>> from handflow.errors import HandflowError, InputError
+>>> issubclass(InputError, HandflowError) and issubclass(InputError, ValueError)
+True
+"""
+
+from __future__ import annotations
+
+__all__ = ["HandflowError", "InputError", "UnsafeFileError", "CorruptFileError"]
+
+
+class HandflowError(Exception):
+    """Base of every error caused by the user's input or files; its message names the
+    problem and the fix in one line."""
+
+
+class InputError(HandflowError, ValueError):
+    """An argument or option value is invalid (shape, range, NaN, unknown name)."""
+
+
+class UnsafeFileError(HandflowError, ValueError):
+    """A file would need unrestricted unpickling (it may run code): refused, never loaded."""
+
+
+class CorruptFileError(HandflowError, ValueError):
+    """A file exists but cannot be read as what it claims to be (empty, truncated, random
+    bytes, another format)."""
