@@ -32,3 +32,12 @@ class UnsafeFileError(HandflowError, ValueError):
 class CorruptFileError(HandflowError, ValueError):
     """A file exists but cannot be read as what it claims to be (empty, truncated, random
     bytes, another format)."""
+
+
+class SettingsMismatch(HandflowError, ValueError):
+    """An output folder was written with other settings than the run's (resuming would mix
+    the two); the message names the differing settings and the fix (same settings,
+    ``--overwrite``, or another output folder)."""
+
+
+__all__ += ["SettingsMismatch"]
