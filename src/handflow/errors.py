@@ -41,3 +41,11 @@ class SettingsMismatch(HandflowError, ValueError):
 
 
 __all__ += ["SettingsMismatch"]
+
+
+class ModelOutputError(HandflowError, FloatingPointError):
+    """A model gave a non-finite output (NaN or inf) for a finite input: nothing is written for
+    that input; the checkpoint has probably diverged (retrain, or use an earlier checkpoint)."""
+
+
+__all__ += ["ModelOutputError"]
