@@ -49,3 +49,10 @@ class ModelOutputError(HandflowError, FloatingPointError):
 
 
 __all__ += ["ModelOutputError"]
+
+
+class MissingFileError(HandflowError, FileNotFoundError):
+    """A file the user named does not exist (still caught by ``except FileNotFoundError``)."""
+
+
+__all__ += ["MissingFileError"]
