@@ -32,7 +32,7 @@ from handflow.errors import HandflowError
 
 __all__ = [
     "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "ConfigError",
-    "load_config", "to_dict", "from_dict", "saved_config", "LEGACY_DEFAULTS", "validate", "PRESETS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
+    "load_config", "to_dict", "from_dict", "saved_config", "LEGACY_DEFAULTS", "validate", "check_hardware", "PRESETS", "MODEL_KINDS", "ACCELERATORS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
 ]
 
 PRESETS = ("cpu", "paper")
@@ -41,6 +41,10 @@ LOSS_TERMS = ("nll", "det", "theta", "3d", "2d", "rot")
 #: loss term -> its weight field in :class:`LossConfig`
 LOSS_WEIGHT_FIELDS = {"nll": "w_nll", "det": "w_det", "theta": "w_theta", "3d": "w_3d", "2d": "w_2d", "rot": "w_rot"}
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+#: ``model.kind``: HandFlowNet and the four baselines (``handflow.models.MODEL_REGISTRY`` holds their classes)
+MODEL_KINDS = ("flow", "deterministic", "gaussian", "mcdropout", "cvae")
+#: ``train.accelerator`` values Lightning accepts
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 LR_SCHEDULES = ("cosine", "none")
 #: smallest crop side a ResNet's five stride-2 stages can pool meaningfully
@@ -286,6 +290,7 @@ def _check(ok: bool, msg: str) -> None:
 def validate(cfg: Config) -> Config:
     """Range and choice checks across the config; returns ``cfg`` or raises :class:`ConfigError`."""
     m, lc, d, t = cfg.model, cfg.loss, cfg.data, cfg.train
+    _check(m.kind in MODEL_KINDS, f"model.kind={m.kind!r} (--model); choose one of {list(MODEL_KINDS)}")
     _check(m.backbone in BACKBONES, f"model.backbone={m.backbone!r}; choose one of {list(BACKBONES)}")
     _check(m.flow_steps >= 1 and m.flow_hidden >= 1 and m.flow_blocks >= 1, "model.flow_steps/hidden/blocks must be >= 1")
     _check(m.scale_bound > 0, f"model.scale_bound={m.scale_bound} must be > 0")
@@ -312,9 +317,40 @@ def validate(cfg: Config) -> Config:
     _check(t.max_steps >= 1 or t.max_steps == -1, f"train.max_steps={t.max_steps} must be >= 1 (or -1: no limit)")
     _check(t.max_epochs is None or t.max_epochs >= 1, "train.max_epochs must be >= 1 or null")
     _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be > 0 or null")
+    _check(t.accelerator in ACCELERATORS, f"train.accelerator={t.accelerator!r}; choose one of {list(ACCELERATORS)}")
+    _check(_devices_ok(t.devices), f"train.devices={t.devices!r} (--devices); use a count >= 1, -1 or auto (all), "
+           "or a list of device indices such as 0,1")
     _check(t.num_nodes >= 1 and t.log_every >= 1 and t.ckpt_every >= 1 and t.val_every >= 1 and t.threads >= 1,
            "train.num_nodes/log_every/ckpt_every/val_every/threads must be >= 1")
     return cfg
+
+
+def _devices_ok(devices: int | str) -> bool:
+    """Lightning's ``devices``: a count >= 1, -1 (all), ``auto``, or indices (``0,1`` / ``[0, 1]``)."""
+    if isinstance(devices, int):
+        return devices >= 1 or devices == -1
+    text = str(devices).strip().strip("[]").replace(" ", "")
+    if text in ("auto", "-1"):
+        return True
+    return bool(text) and all(part.isdigit() for part in text.split(","))
+
+
+def check_hardware(cfg: Config) -> None:
+    """Check ``train.accelerator``/``train.devices`` against this machine before Lightning does
+    (its errors name its own internals, not our keys). Raises :class:`ConfigError`."""
+    import torch
+
+    t = cfg.train
+    if t.accelerator in ("gpu", "cuda"):
+        n = torch.cuda.device_count()
+        _check(n > 0, f"train.accelerator={t.accelerator} but no CUDA device is visible on this machine; "
+               "use train.accelerator=cpu (or auto)")
+        _check(not isinstance(t.devices, int) or t.devices <= n,
+               f"train.devices={t.devices} but this machine has {n} CUDA device(s); use train.devices={n} or fewer")
+    if t.accelerator == "mps":
+        _check(bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+               "train.accelerator=mps but Apple's MPS backend is not available here; use train.accelerator=cpu")
+    _check(t.accelerator != "tpu", "train.accelerator=tpu is not supported by handflow; use gpu or cpu")
 
 
 # --------------------------------------------------------------------------- loading

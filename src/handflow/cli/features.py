@@ -25,12 +25,9 @@ def features(
     Heads then train on them: `handflow train ... model.backbone_checkpoint=CKPT
     model.freeze_backbone=true data.features=OUT` (docs/evaluation.md, shared-feature protocol).
     """
-    from handflow.data.features import FeatureCacheError, cache_features
+    from handflow.data.features import cache_features
 
-    try:
-        meta = cache_features(checkpoint, data, out, tuple(s for s in splits.split(",") if s), batch_size=batch_size,
-                              num_workers=workers, device=device, progress=progress)
-    except (FileNotFoundError, FeatureCacheError) as e:
-        raise typer.BadParameter(str(e)) from None
+    meta = cache_features(checkpoint, data, out, tuple(s for s in splits.split(",") if s), batch_size=batch_size,
+                          num_workers=workers, device=device, progress=progress)
     counts = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
     typer.echo(f"features of {meta['backbone']} ({meta['dim']}-d, digest {meta['backbone_digest']}): {counts} -> {out}")

@@ -24,7 +24,7 @@ def train(
     precision: str = typer.Option(None, help="32-true, 16-mixed or bf16-mixed (mixed precision on GPU)."),
 ) -> None:
     """Train a model. Extra arguments are config overrides: loss.w_det=0 train.max_steps=500."""
-    from handflow.config import load_config
+    from handflow.config import check_hardware, load_config
     from handflow.training import train as run
 
     overrides = list(ctx.args)
@@ -35,10 +35,8 @@ def train(
                        ("train.num_nodes", num_nodes), ("train.strategy", strategy), ("train.precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    try:
-        cfg = load_config(config, overrides)
-    except (ValueError, FileNotFoundError) as e:
-        raise typer.BadParameter(str(e)) from None
+    cfg = load_config(config, overrides)  # ConfigError / FileNotFoundError: one line through the CLI's handler
+    check_hardware(cfg)
     mode = resume.strip().lower()
     how: str | bool = True if mode == "auto" else False if mode in ("no", "none", "false", "0") else resume
     if isinstance(how, str) and not Path(how).is_file():
