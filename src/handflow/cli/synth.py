@@ -35,8 +35,14 @@ def synth(
     workers: int = typer.Option(1, min=1, help="Worker processes (each renders on its own)."),
     merge_only: bool = typer.Option(False, "--merge", help="Only merge existing shards into the final files."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset in OUT written with other settings: "
+                                   "deletes only the files synth wrote there, then generates afresh (not with "
+                                   "--shard i/n, n > 1, nor --merge)."),
 ) -> None:
-    """Generate interacting two-hand scenes seen by a dome of cameras (train/val/test)."""
+    """Generate interacting two-hand scenes seen by a dome of cameras (train/val/test).
+
+    A rerun with the same settings resumes (finished shards are skipped); other settings are
+    refused unless --overwrite is given. --workers and --progress may change between runs."""
     import json
 
     from handflow.data.synth.generate import SynthConfig, find_shard_count, generate, merge
@@ -45,11 +51,17 @@ def synth(
     config = SynthConfig(frames=frames, cameras=cameras, image_size=image_size, seed=seed,
                          hand_model=hand_model, splits=split_t, test_frames=test_frames)
     if merge_only:
+        if overwrite:
+            raise typer.BadParameter("--overwrite regenerates the dataset; --merge only merges existing shards: "
+                                     "give one of them")
         summary = merge(out, find_shard_count(out, split_t), config)
         typer.echo(json.dumps(summary, indent=1))
         return
     result = generate(out, config, _parse_shard(shard), workers=workers,
-                      mano_path=None if mano_path is None else str(mano_path), progress=progress)
+                      mano_path=None if mano_path is None else str(mano_path), progress=progress,
+                      overwrite=overwrite)
+    if result["cleared"]:
+        typer.echo(f"--overwrite: deleted the {result['cleared']} files of the earlier dataset in {out}")
     if result["skipped"]:
         typer.echo(f"shard {shard} already finished in {out}: skipped")
     if result["timers"]:

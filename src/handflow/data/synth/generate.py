@@ -13,13 +13,16 @@ a bigger test set can be drawn for the same training data), each split is cut in
 sequences of 5–20 frames, sequences are grouped into captures of at most
 ``CAPTURE_MAX_FRAMES`` frames, and each capture is one subject (so splits have disjoint
 captures *and* subjects). Sequence ``k`` belongs to shard ``k mod n``.
+
+Reruns (:mod:`handflow.data.synth.rerun`): the settings are recorded in the output before
+any image; the same settings resume, other settings are refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,11 @@ class SynthConfig:
         if self.test_frames is None:  # datasets written before the option have no such key
             del d["test_frames"]
         return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SynthConfig:
+        """Inverse of :meth:`to_json` (``TypeError`` for unknown or missing keys)."""
+        return cls(**{**d, "splits": tuple(d["splits"])}) if "splits" in d else cls(**d)
 
 
 @dataclass(frozen=True)
@@ -190,8 +198,13 @@ _WORKER: dict[str, Any] = {}
 
 
 def _empty_part(config: SynthConfig, shard: tuple[int, int]) -> dict[str, Any]:
-    return {"config": config.to_json(), "shard": list(shard), "images": [], "annotations": [], "camera": {},
-            "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
+    """A shard's partial results of one split, before any sequence: the settings, their
+    fingerprint and the shard ``[i, n]`` (resume checks), then the empty lists and maps."""
+    from handflow.fingerprint import settings_fingerprint
+
+    cfg = config.to_json()
+    return {"config": cfg, "fingerprint": settings_fingerprint(cfg), "shard": list(shard), "images": [], "annotations": [],
+            "camera": {}, "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
 
 
 def _add(part: dict[str, Any], res: Any) -> None:
@@ -235,16 +248,31 @@ def generate(
     mano_path: str | None = None,
     progress: bool = True,
     merge_when_done: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Generate shard ``shard = (i, n)`` of the dataset into ``out``; merge when every shard
-    is present. Rerunning skips a finished shard.
+    is present. The settings are recorded in ``out`` before any image
+    (:mod:`handflow.data.synth.rerun`); rerunning with the same settings skips a finished
+    shard and resumes an unfinished one. ``workers``, ``progress`` and ``backends`` do not
+    change the bytes and may differ between runs.
+
+    Args:
+        overwrite: delete the dataset already in ``out`` (only the files synth wrote), then
+            generate afresh; only with ``n == 1``.
 
     Returns:
-        ``{"skipped": bool, "timers": {stage: seconds}, "images": int, "summary": dict | None}``.
+        ``{"skipped": bool, "timers": {stage: seconds}, "images": int, "summary": dict | None,
+        "cleared": files of an earlier dataset deleted by overwrite}``.
+
+    Raises:
+        SettingsMismatch: ``out`` holds a dataset of other settings (or another shard count),
+            or synth's files without a settings record; nothing is written.
+        InputError: ``overwrite`` with ``n > 1``.
     """
     from handflow.data.synth import frames
     from handflow.data.synth.cameras import dome_cameras
     from handflow.data.synth.ih_writer import shard_done, write_shard
+    from handflow.data.synth.rerun import prepare_output
 
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
@@ -253,6 +281,7 @@ def generate(
         raise ValueError(f"workers must be >= 1, got {workers}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    cleared = prepare_output(root, config, n, overwrite)
     cfg = config.to_json()
     timers: dict[str, float] = {}
     n_images = 0
@@ -291,7 +320,7 @@ def generate(
     summary = None
     if merge_when_done and all(shard_done(root, list(config.splits), j, n, cfg) for j in range(n)):
         summary = merge(root, n, config)
-    return {"skipped": skipped, "timers": timers, "images": n_images, "summary": summary}
+    return {"skipped": skipped, "timers": timers, "images": n_images, "summary": summary, "cleared": cleared}
 
 
 def _merge_timers(acc: dict[str, float], t: dict[str, float]) -> None:
@@ -321,10 +350,16 @@ def _histogram(values: list[float]) -> dict[str, list]:
 
 def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
     """Join the ``n`` shards of every split into the real files, write ``skeleton.txt`` and
-    ``synth_summary.json`` (deterministic: no timings). Returns the summary."""
+    ``synth_summary.json`` (deterministic: no timings). Returns the summary.
+
+    Raises:
+        SettingsMismatch: ``root`` records other settings than ``config``, or its parts another ``n``.
+    """
     from handflow.data.synth.ih_writer import atomic_write_json, merge_shards, read_json, split_files, write_skeleton
+    from handflow.data.synth.rerun import SUMMARY_FILE, check_settings
 
     root = Path(root)
+    check_settings(root, config, n, record=False)
     cfg = config.to_json()
     write_skeleton(root)
     per_split: dict[str, Any] = {}
@@ -353,16 +388,15 @@ def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
         "occluded_joint_fraction": {"mean": float(np.mean(occ)) if occ else 0.0, "histogram": _histogram(occ)},
         "hand_occludes_other_fraction": float(tot.get("hand_occlusion_images", 0)) / max(images, 1),
     }
-    atomic_write_json(root / "synth_summary.json", summary)
+    atomic_write_json(root / SUMMARY_FILE, summary)
     return summary
 
 
 def find_shard_count(root: Path, splits: tuple[str, ...]) -> int:
     """The shard count ``n`` used in ``root`` (from the ``.shards`` file names)."""
-    counts = set()
-    for s in splits:
-        for p in (Path(root) / "annotations" / s / ".shards").glob("shard_*_of_*.json"):
-            counts.add(int(p.stem.rsplit("_", 1)[-1]))
+    from handflow.data.synth.rerun import shard_counts
+
+    counts = shard_counts(root, splits)
     if not counts:
         raise FileNotFoundError(f"no shard files under {root}/annotations/<split>/.shards: run `handflow synth` first")
     if len(counts) > 1:
