@@ -16,7 +16,8 @@ from handflow.errors import HandflowError
 
 __all__ = [
     "AnnotationError", "read_json", "annotation_paths", "SPLITS", "SUBSETS", "require", "JsonStream", "read_skeleton",
-    "read_extra", "as_flag", "check_joint_list", "joint_array", "EXTRA_FORMAT_VERSION", "HAND_MODEL_NAMES",
+    "read_extra", "as_flag", "check_joint_list", "joint_array", "EXTRA_FORMAT_VERSION", "HAND_MODEL_NAMES", "as_int",
+    "key_int", "check_unique",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -46,6 +47,41 @@ def require(obj: Any, key: str, path: Path, where: str = "") -> Any:
         return obj[key]
     except (KeyError, TypeError, IndexError):
         raise AnnotationError(f"{path}: missing key {key!r}{' in ' + where if where else ''}") from None
+
+
+def as_int(v: Any, path: Path, where: str, positive: bool = False) -> int:
+    """A JSON integer (an integral float such as ``334.0`` is accepted; strings and booleans
+    are not), or an :class:`AnnotationError` naming the file and the entry."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or (positive and v <= 0):
+        kind = "a positive integer" if positive else "an integer"
+        raise AnnotationError(f"{path}: {where} must be {kind}, got {type(v).__name__} {v!r}: write it as a JSON number")
+    return v
+
+
+def key_int(key: str, path: Path, where: str) -> int:
+    """An object key that must spell an integer (capture, frame_idx), or an
+    :class:`AnnotationError` naming the file and the place."""
+    try:
+        return int(key)
+    except ValueError:
+        raise AnnotationError(f"{path}: {where}: key {key!r} must be an integer (a capture or frame number)") from None
+
+
+def check_unique(ids: np.ndarray, path: Path, key: str, label: str) -> None:
+    """Raise an :class:`AnnotationError` naming the file, the first repeated ``label`` id
+    and the entries of list ``key`` that share it, when ``ids`` (in file order) holds a
+    value twice. O(n log n)."""
+    if len(ids) < 2:
+        return
+    s = np.sort(ids)
+    dup = np.nonzero(s[1:] == s[:-1])[0]
+    if len(dup):
+        first = int(s[dup[0]])
+        entries = ", ".join(f"{key}[{i}]" for i in np.nonzero(ids == first)[0][:4].tolist())
+        raise AnnotationError(f"{path}: {label} id {first} is shared by {entries} ({len(dup)} repeated id(s) in all): "
+                              "ids must be unique, renumber or remove the duplicates")
 
 
 def annotation_paths(root: Path, split: str, subset: str | None = None) -> dict[str, Path]:

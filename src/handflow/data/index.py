@@ -46,14 +46,16 @@ import numpy as np
 
 from handflow.constants import NUM_JOINTS, SIDES
 from handflow.data.ih_json import (
-    AnnotationError, JsonStream, annotation_paths, as_flag, check_joint_list, joint_array, read_extra, read_json,
-    read_skeleton, require,
+    AnnotationError, JsonStream, annotation_paths, as_flag, as_int, check_joint_list, check_unique, joint_array, key_int,
+    read_extra, read_json, read_skeleton, require,
 )
 
 __all__ = ["SplitIndex", "build_index", "INDEX_VERSION"]
 
 log = logging.getLogger(__name__)
-INDEX_VERSION = 3
+#: version 4 validates more (unique image ids, positive focal lengths, integer ids and sizes):
+#: indexes written by older versions, which accepted such files, are rebuilt and so re-checked
+INDEX_VERSION = 4
 #: NeuralAnnot fields and their lengths, stored side by side in ``frame_mano``
 MANO_SIZES = {"pose": 48, "shape": 10, "trans": 3}
 PARAM_FIELDS = sum(MANO_SIZES.values())
@@ -71,9 +73,26 @@ def _blob(strings: list[str]) -> tuple[bytes, np.ndarray]:
     return b"".join(enc), off
 
 
+def _camera_value(c: dict[str, Any], sub: str, name: str, shape: tuple[int, ...], path: Path, where: str) -> np.ndarray:
+    """One camera's ``sub`` entry as float64 of ``shape``, finite; ``focal`` also positive
+    (a zero focal length makes the intrinsics singular, a negative one mirrors the image)."""
+    raw = require(c[sub], name, path, where)
+    try:
+        v = np.asarray(raw, np.float64)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or v.shape != shape or not np.isfinite(v).all():
+        raise AnnotationError(f"{path}: {where} {sub} must be {shape} finite numbers, got {raw!r}: fix the camera entry")
+    if sub == "focal" and not (v > 0).all():
+        raise AnnotationError(f"{path}: {where} focal must be positive (pixels), got {raw!r}: fix the camera entry")
+    return v
+
+
 def _cameras(path: Path) -> tuple[dict[tuple[str, str], int], dict[str, Any]]:
     """camera.json is small (KBs): ``json.load``."""
     cams_json = read_json(path)
+    if not isinstance(cams_json, dict):
+        raise AnnotationError(f"{path}: expected a JSON object of captures, got {type(cams_json).__name__}")
     rows: dict[tuple[str, str], int] = {}
     out: dict[str, list] = {"key": [], "names": [], "pos": [], "rot": [], "focal": [], "pp": []}
     for cap, c in cams_json.items():
@@ -82,13 +101,10 @@ def _cameras(path: Path) -> tuple[dict[tuple[str, str], int], dict[str, Any]]:
         for name in c["campos"]:
             where = f"capture {cap} camera {name}"
             rows[(str(cap), str(name))] = len(out["key"])
-            out["key"].append(int(cap))
+            out["key"].append(key_int(cap, path, f"capture {cap}"))
             out["names"].append(str(name))
             for k, sub, n in (("pos", "campos", (3,)), ("rot", "camrot", (3, 3)), ("focal", "focal", (2,)), ("pp", "princpt", (2,))):
-                v = np.asarray(require(c[sub], name, path, where), np.float64)
-                if v.shape != n or not np.isfinite(v).all():
-                    raise AnnotationError(f"{path}: {where} {sub} must be {n} finite numbers, got shape {v.shape}")
-                out[k].append(v)
+                out[k].append(_camera_value(c, sub, name, n, path, where))
     return rows, out
 
 
@@ -104,7 +120,7 @@ def _joint_3d(path: Path) -> tuple[dict[tuple[str, str], int], list[tuple[int, i
                 w = e if isinstance(e, list) else require(e, "world_coord", path, f"capture {cap} frame {fr}")
                 w = joint_array(w, path, f"capture {cap} frame {fr} world_coord")
                 rows[(cap, fr)] = len(keys)
-                keys.append((int(cap), int(fr)))
+                keys.append((key_int(cap, path, f"capture {cap}"), key_int(fr, path, f"capture {cap} frame {fr}")))
                 world.append(w)
     return rows, keys, world
 
@@ -151,26 +167,30 @@ def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tup
     names: list[str] = []
     seqs: list[str] = []
     an_id, an_type, an_valid = array("q"), array("b"), bytearray()
+    seen: set[str] = set()
     with JsonStream(path) as s:
         for key in s.object_keys():
+            seen.add(key)
             if key == "images":
                 for i in s.array_items():
                     im, where = s.value(), f"images[{i}]"
-                    iid = int(require(im, "id", path, where))
+                    iid = as_int(require(im, "id", path, where), path, f"{where} 'id'")
                     cap, fr, cam = (str(require(im, k, path, where)) for k in ("capture", "frame_idx", "camera"))
                     if (cap, fr) not in frame_rows:
                         raise AnnotationError(f"{paths['joint_3d']}: no entry for capture {cap} frame {fr} (needed by image {iid} of {path})")
                     if (cap, cam) not in cam_rows:
                         raise AnnotationError(f"{paths['camera']}: no camera {cam} in capture {cap} (needed by image {iid} of {path})")
+                    size = [as_int(require(im, k, path, where), path, f"{where} (image {iid}) {k!r}", positive=True)
+                            for k in ("width", "height")]
                     for col, v in (("id", iid), ("frame", frame_rows[(cap, fr)]), ("cam", cam_rows[(cap, cam)]),
-                                   ("w", int(require(im, "width", path, where))), ("h", int(require(im, "height", path, where)))):
+                                   ("w", size[0]), ("h", size[1])):
                         im_cols[col].append(v)
                     names.append(str(require(im, "file_name", path, where)))
                     seqs.append(str(require(im, "seq_name", path, where)))
             elif key == "annotations":
                 for i in s.array_items():
                     a, where = s.value(), f"annotations[{i}]"
-                    iid = int(require(a, "image_id", path, where))
+                    iid = as_int(require(a, "image_id", path, where), path, f"{where} 'image_id'")
                     valid = require(a, "joint_valid", path, f"{where} (image {iid})")
                     check_joint_list(valid, path, f"{where} (image {iid}) joint_valid")
                     ht = require(a, "hand_type", path, f"{where} (image {iid})")
@@ -181,7 +201,11 @@ def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tup
                     an_valid.extend(as_flag(v, path, f"{where} joint_valid") for v in valid)
             else:
                 s.skip()
+    if "images" not in seen:  # an empty dataset would hide a wrong file
+        raise AnnotationError(f"{path}: missing key 'images' (the list of image entries): "
+                              "is this the split's data.json? (docs/data.md)")
     ids = np.frombuffer(im_cols["id"], np.int64) if len(im_cols["id"]) else np.zeros(0, np.int64)
+    check_unique(ids, path, "images", "image")
     a_ids = np.frombuffer(an_id, np.int64) if len(an_id) else np.zeros(0, np.int64)
     order = np.argsort(a_ids, kind="stable")
     pos = np.searchsorted(a_ids[order], ids)

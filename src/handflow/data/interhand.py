@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from handflow.constants import HAND_PARAM_DIM, NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, RIGHT_ROOT, LEFT_ROOT, SIDES
 from handflow.data.augment import AugmentConfig, color_jitter, sample_augment
 from handflow.data.crop import rot_z, warp_to_crop
+from handflow.data.ih_json import AnnotationError
 from handflow.data.index import SplitIndex
 from handflow.geometry.camera import crop_intrinsics, intrinsics, project, square_bbox, world_to_camera
 from handflow.params import pack_hand
@@ -261,15 +262,28 @@ class InterHandDataset(Dataset):
                 "frame": frame, "image_id": int(a["img_id"][i]), "file_name": self.index.file_name(i), "index": i}
 
     def _load_image(self, i: int) -> Tensor:
+        """Decode image ``i`` to (3, H, W) in [0, 1]. Its size must be the ``width``/``height``
+        of its data.json entry: the intrinsics (hence the crop) are in those pixels, so a
+        resized file would be cropped from the wrong place (never rescaled silently)."""
         path = self.image_dir / self.index.file_name(i)
         if not path.exists():
             raise FileNotFoundError(f"missing image: {path}")
         try:
             with Image.open(path) as im:
+                self._check_image_size(i, path, im.size)  # from the header: before decoding
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as e:
             raise OSError(f"corrupt or unreadable image: {path} ({e})") from e
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+    def _check_image_size(self, i: int, path: Path, size: tuple[int, int]) -> None:
+        """An :class:`AnnotationError` naming the image file, data.json and the image id when
+        the file's ``(width, height)`` differs from the annotation's."""
+        w, h = (int(x) for x in self.index.a["img_size"][i])
+        if tuple(size) != (w, h):
+            raise AnnotationError(
+                f"{path}: image is {size[0]}x{size[1]} px but {self.index.paths['data']} gives {w}x{h} for image id "
+                f"{int(self.index.a['img_id'][i])}: restore the original image (or fix width/height)")
 
     def _visibility(self, i: int, valid: Tensor, joints: Tensor, K: Tensor, camrot: Tensor, campos: Tensor) -> Tensor:
         if self.visibility == "none":
