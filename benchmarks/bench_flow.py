@@ -6,7 +6,9 @@ Rows, per context size (512: ResNet-18 feature, 2048: ResNet-50 feature):
 * one ``mode`` call for one image (the z = 0 estimate), the unit of the ratios;
 * 100 samples for one image, three ways: the context repeated per sample (no caching,
   as ProHMR does), ``sample(context, 100)`` (projection once per image inside the call),
-  ``sample(context_cache=..., n=100)`` with the projection precomputed.
+  ``sample(context_cache=..., n=100)`` with the projection precomputed;
+* ``mode, W rebuilt``: the mode call with the LU layers' ``W = (L U')[perm]`` rebuilt on every
+  call, as before the layers cached it (side by side with ``mode, 1 image``).
 
 Usage::
 
@@ -25,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from handflow.constants import PARAM_DIM
-from handflow.flow import ConditionalGlow
+from handflow.flow import ConditionalGlow, LULinear
 
 HIDDEN, STEPS, BATCH, TRAIN_SAMPLES, EVAL_SAMPLES = 1024, 4, 32, 2, 100
 CONTEXTS = {"ResNet-18": 512, "ResNet-50": 2048}
@@ -74,6 +76,12 @@ def bench(context_dim: int, repeats: int, device: torch.device) -> dict[str, flo
     with torch.no_grad():
         out["mode, 1 image"] = timeit(lambda: flow.mode(c1), repeats, device)
         out["mode, cached"] = timeit(lambda: flow.mode(context_cache=cache1), repeats, device)
+        cached_parts = LULinear._parts
+        LULinear._parts = LULinear._build  # type: ignore[method-assign]  # no W cache
+        try:
+            out["mode, W rebuilt"] = timeit(lambda: flow.mode(c1), repeats, device)
+        finally:
+            LULinear._parts = cached_parts  # type: ignore[method-assign]
         out["100 samples, context repeated"] = timeit(repeated_context, repeats, device)
         out["100 samples, sample(c)"] = timeit(
             lambda: flow.sample(c1, EVAL_SAMPLES, generator=gen), repeats, device
@@ -104,7 +112,7 @@ def main() -> None:
         for res in results.values():
             unit = "" if row == "params (M)" else " ms"
             ratio = ""
-            if row.startswith("100 samples") or row == "mode, cached":
+            if row.startswith("100 samples") or row in ("mode, cached", "mode, W rebuilt"):
                 ratio = f" ({res[row] / res['mode, 1 image']:.2f}x)"
             cells.append(f"{res[row]:.1f}{unit}{ratio}")
         print(f"{row:34s}" + "".join(f"{c:>22s}" for c in cells))

@@ -124,6 +124,35 @@ def test_lu_weight_matches_explicit_factors() -> None:
     assert torch.allclose(q @ q.mT, torch.eye(D, dtype=F64), atol=1e-6)
 
 
+def test_lu_parameters_are_the_strict_triangles_and_old_checkpoints_load() -> None:
+    m = LULinear(D, seed=2, init="orthogonal").double()
+    perturb_(m)
+    assert m.lower_strict.numel() == m.upper_strict.numel() == D * (D - 1) // 2
+    assert sum(p.numel() for p in m.parameters()) == D * (D - 1) + D
+    # the earlier layout: full (D, D) lower/upper whose unused entries hold junk
+    old = {k: v for k, v in m.state_dict().items() if not k.endswith("_strict")}
+    junk = torch.randn(D, D, dtype=F64, generator=torch.Generator().manual_seed(3))
+    old["lower"] = torch.tril(m.lower, -1) + torch.triu(junk)
+    old["upper"] = torch.triu(m.upper, 1) + torch.tril(junk)
+    fresh = LULinear(D, seed=2).double()
+    fresh.load_state_dict(old)
+    x = rand(5, D, seed=4)
+    assert torch.equal(fresh(x)[0], m(x)[0]) and torch.equal(fresh.inverse(x)[0], m.inverse(x)[0])
+
+
+def test_lu_weight_cache_follows_parameter_updates() -> None:
+    m = LULinear(D, seed=2).double()
+    perturb_(m)
+    with torch.no_grad():
+        w1 = m.weight()
+        assert m.weight() is w1  # reused while nothing changed
+        m.upper_strict.add_(0.1)  # an optimizer step is an in-place update
+        w2 = m.weight()
+    assert w2 is not w1 and not torch.equal(w1, w2)
+    assert torch.equal(w2, m.weight().detach())  # with gradients: rebuilt, same values
+    assert m.weight().requires_grad
+
+
 # ------------------------------------------------------------------ 2. log-det vs autograd
 def test_logdet_matches_autograd_jacobian(flow: ConditionalGlow) -> None:
     z, c = rand(4, D, seed=7), rand(4, C, seed=8)

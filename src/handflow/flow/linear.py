@@ -8,6 +8,12 @@ Direction (z side -> y side)::
 triangular, ``U`` strictly upper triangular, ``sign`` a fixed buffer of +-1. ``W`` is
 invertible for every value of the parameters, and its log-determinant costs O(D).
 The inverse solves two triangular systems with :func:`torch.linalg.solve_triangular`.
+
+Only the strict triangles of ``L`` and ``U`` are parameters (``lower_strict``, ``upper_strict``:
+D(D-1)/2 entries each), so no optimizer state is kept for entries that are never used;
+checkpoints written with the earlier full (D, D) ``lower``/``upper`` load unchanged. Without
+gradients (prediction, evaluation) ``W`` and its factors are built once and reused until a
+parameter changes.
 """
 
 from __future__ import annotations
@@ -58,26 +64,62 @@ class LULinear(nn.Module):
             lower, upper = l_mat.float(), u_mat.float()
             diag = torch.diagonal(u_mat)
             log_s, sign = diag.abs().log().float(), diag.sign().float()
-        self.lower = nn.Parameter(lower)
-        self.upper = nn.Parameter(upper)
+        self.register_buffer("tril_index", torch.tril_indices(dim, dim, -1), persistent=False)
+        self.lower_strict = nn.Parameter(lower[tuple(self.tril_index)])
+        self.upper_strict = nn.Parameter(upper.mT[tuple(self.tril_index)])  # U[j, i] stored at L's (i, j)
         self.log_s = nn.Parameter(log_s)
         self.register_buffer("perm", perm, persistent=True)
         self.register_buffer("inv_perm", torch.argsort(perm), persistent=True)
         self.register_buffer("sign", sign, persistent=True)
+        self._register_load_state_dict_pre_hook(self._from_full_matrices)
+        self._cache: tuple[tuple, Tensor, Tensor, Tensor] | None = None
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
+    def _from_full_matrices(self, state: dict, prefix: str, *args: object) -> None:
+        """Checkpoints before the strict-triangle parameters stored full (D, D) ``lower``/``upper``."""
+        for old, new, transpose in (("lower", "lower_strict", False), ("upper", "upper_strict", True)):
+            full = state.pop(prefix + old, None)
+            if full is not None and prefix + new not in state:
+                state[prefix + new] = (full.mT if transpose else full)[tuple(self.tril_index)]
+
+    @property
+    def lower(self) -> Tensor:
+        """(D, D) strictly lower part of ``L`` (zeros elsewhere)."""
+        out = self.lower_strict.new_zeros(self.dim, self.dim)
+        return out.index_put((self.tril_index[0], self.tril_index[1]), self.lower_strict)
+
+    @property
+    def upper(self) -> Tensor:
+        """(D, D) strictly upper part of ``U`` (zeros elsewhere)."""
+        out = self.upper_strict.new_zeros(self.dim, self.dim)
+        return out.index_put((self.tril_index[1], self.tril_index[0]), self.upper_strict)
+
+    def _build(self) -> tuple[Tensor, Tensor, Tensor]:
+        eye = torch.eye(self.dim, dtype=self.log_s.dtype, device=self.log_s.device)
+        lower = self.lower + eye
+        upper = self.upper + torch.diag(self.sign * self.log_s.exp())
+        return lower, upper, (lower @ upper)[self.perm]
+
+    def _parts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(L, U', W); cached while no gradient is recorded and no parameter has changed."""
+        params = (self.lower_strict, self.upper_strict, self.log_s)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            self._cache = None
+            return self._build()
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, *self._build())
+        return self._cache[1:]
+
     def _factors(self) -> tuple[Tensor, Tensor]:
-        eye = torch.eye(self.dim, dtype=self.lower.dtype, device=self.lower.device)
-        lower = torch.tril(self.lower, -1) + eye
-        upper = torch.triu(self.upper, 1) + torch.diag(self.sign * self.log_s.exp())
+        lower, upper, _ = self._parts()
         return lower, upper
 
     def weight(self) -> Tensor:
         """The D x D matrix W = P L U'."""
-        lower, upper = self._factors()
-        return (lower @ upper)[self.perm]
+        return self._parts()[2]
 
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_s.sum().expand(x.shape[:-1])
