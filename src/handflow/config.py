@@ -40,7 +40,8 @@ PRESETS = ("cpu", "paper")
 LOSS_TERMS = ("nll", "det", "theta", "3d", "2d", "rot")
 #: loss term -> its weight field in :class:`LossConfig`
 LOSS_WEIGHT_FIELDS = {"nll": "w_nll", "det": "w_det", "theta": "w_theta", "3d": "w_3d", "2d": "w_2d", "rot": "w_rot"}
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+#: ``keypoints``: no image; an MLP on the 2D keypoint evidence (handflow.models.keypoint_encoder, docs/lifting.md)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "keypoints")
 #: ``model.kind``: HandFlowNet and the four baselines (``handflow.models.MODEL_REGISTRY`` holds their classes)
 MODEL_KINDS = ("flow", "deterministic", "gaussian", "mcdropout", "cvae")
 #: ``train.accelerator`` values Lightning accepts
@@ -63,7 +64,10 @@ class ModelConfig:
     state dict for the backbone (never downloaded); ``None`` trains from scratch.
     ``backbone_checkpoint``: a handflow checkpoint whose trained backbone initialises this
     one (fresh runs only); ``freeze_backbone``: keep the backbone fixed (weights and
-    BatchNorm statistics), as the shared-feature protocol does (docs/evaluation.md)."""
+    BatchNorm statistics), as the shared-feature protocol does (docs/evaluation.md).
+    ``backbone=keypoints``: the keypoint-evidence protocol, conditioned on the 2D joints,
+    visibility and crop camera instead of the image; ``keypoint_width`` is its encoder's
+    width (``handflow.models.keypoint_encoder``)."""
 
     kind: str = "flow"
     backbone: str = "resnet18"
@@ -77,6 +81,7 @@ class ModelConfig:
     free_bits: float = 0.1  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
     backbone_checkpoint: str | None = None
     freeze_backbone: bool = False
+    keypoint_width: int = 512
 
 
 @dataclass
@@ -126,7 +131,10 @@ class DataConfig:
     ``openhand`` or ``mano`` (then ``mano_path``); ``multihands``: optional folder of
     MultiHands annotations used as extra NLL/DetMag targets (at most ``multihands_max``);
     ``features``: a ``handflow features`` folder: train on its cached backbone features
-    instead of images (needs ``model.freeze_backbone`` and that backbone; no augmentation)."""
+    instead of images (needs ``model.freeze_backbone`` and that backbone; no augmentation).
+    ``keypoint_noise_px``: with ``model.backbone=keypoints``, σ of the Gaussian noise on the
+    visible 2D joints of the evidence, in pixels **at a 128 px crop** (scaled by
+    ``image_size / 128``)."""
 
     root: str = "data_synth"
     image_size: int = 128
@@ -138,6 +146,7 @@ class DataConfig:
     multihands: str | None = None
     multihands_max: int = 8
     features: str | None = None
+    keypoint_noise_px: float = 2.0
 
 
 @dataclass
@@ -309,6 +318,11 @@ def validate(cfg: Config) -> Config:
     _check(d.image_size >= MIN_IMAGE_SIZE, f"data.image_size={d.image_size} must be >= {MIN_IMAGE_SIZE}")
     _check(d.batch_size >= 1 and d.num_workers >= 0, "data.batch_size must be >= 1 and data.num_workers >= 0")
     _check(d.hand_model != "mano" or bool(d.mano_path), "data.hand_model=mano needs data.mano_path (the MANO model folder)")
+    _check(math.isfinite(d.keypoint_noise_px) and d.keypoint_noise_px >= 0,
+           f"data.keypoint_noise_px={d.keypoint_noise_px} must be a finite number >= 0")
+    _check(m.keypoint_width >= 1, f"model.keypoint_width={m.keypoint_width} must be >= 1")
+    _check(m.backbone != "keypoints" or (d.features is None and m.pretrained_path is None),
+           "model.backbone=keypoints reads no image: it takes neither data.features nor model.pretrained_path")
     _check(d.features is None or m.freeze_backbone,
            "data.features (cached backbone features) needs model.freeze_backbone=true: the cache is only valid for a fixed backbone")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")

@@ -52,7 +52,10 @@ class InterHandDataModule(pl.LightningDataModule):
     ``mano_path`` (MANO model files for ``hand_model="mano"``) and ``cache_dir`` (index
     location for a read-only root) are passed to every :class:`InterHandDataset`.
     ``features`` (a ``handflow features`` folder) replaces images by the cached backbone
-    features (:class:`~handflow.data.features.FeatureDataset`; no augmentation)."""
+    features (:class:`~handflow.data.features.FeatureDataset`; no augmentation).
+    ``keypoints`` (the keypoint-evidence protocol, ``model.backbone=keypoints``): items without
+    the image, never decoded; the crop augmentation (rotation, scale, shift) still moves the
+    2D evidence and the targets."""
 
     def __init__(
         self,
@@ -68,13 +71,14 @@ class InterHandDataModule(pl.LightningDataModule):
         mano_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
         features: str | Path | None = None,
+        keypoints: bool = False,
     ) -> None:
         super().__init__()
         self.root, self.size, self.batch_size, self.num_workers = Path(root), image_size, batch_size, num_workers
         self.hand_model, self.augment, self.seed = hand_model, augment, seed
         self.multihands, self.multihands_max = multihands, multihands_max
         self.mano_path, self.cache_dir = mano_path, cache_dir
-        self.features = features
+        self.features, self.keypoints = features, bool(keypoints)
         self._ds: dict[str, Any] = {}
 
     @classmethod
@@ -85,7 +89,8 @@ class InterHandDataModule(pl.LightningDataModule):
         d = cfg.data
         kw = dict(root=d.root, image_size=d.image_size, batch_size=d.batch_size, num_workers=d.num_workers,
                   hand_model=d.hand_model, augment=d.augment, seed=cfg.train.seed, multihands=d.multihands,
-                  multihands_max=d.multihands_max, mano_path=d.mano_path, features=d.features)
+                  multihands_max=d.multihands_max, mano_path=d.mano_path, features=d.features,
+                  keypoints=cfg.model.backbone == "keypoints")
         return cls(**(kw | overrides))
 
     def wants_multihands(self, split: str) -> bool:
@@ -101,7 +106,7 @@ class InterHandDataModule(pl.LightningDataModule):
             cached = self.features is not None
             ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model, mano_path=self.mano_path,
                                   augment=self.augment and split == "train" and not cached, seed=self.seed,
-                                  cache_dir=self.cache_dir, load_images=not cached)
+                                  cache_dir=self.cache_dir, load_images=not (cached or self.keypoints))
             if self.wants_multihands(split):
                 from handflow.multihands.dataset import MultiHandsDataset
 

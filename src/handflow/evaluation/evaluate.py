@@ -162,10 +162,12 @@ def _chunk_batches(pending: list[int], M: int, chunk_images: int, batch_size: in
 
 
 def _batch_columns(module: Any, batch: dict[str, Any], samples: int, g: torch.Generator, size: int, device: str,
-                   records: Any) -> dict[str, np.ndarray]:
-    """Per-image columns of one collated batch (B images)."""
+                   records: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-image columns of one collated batch (B images); ``seed`` also fixes the keypoint
+    evidence's noise (``model.backbone=keypoints``)."""
     with torch.no_grad():
-        pred = module.model.predict(batch["image"].to(device, torch.float32), samples, g)
+        # images -> backbone, or (model.backbone=keypoints) the 2D evidence with the noise fixed per (image id, seed)
+        pred = module.model.predict_features(module.batch_features(batch, noise_seed=seed), samples, g)
         K = batch["K"].to(device, torch.float32)
         y = torch.cat([pred["z0"][:, None], pred["samples"]], 1)  # (B, 1+S, 218)
         J = decode_joints(y, K, size, module.hand_model)  # (B, 1+S, 42, 3)
@@ -242,7 +244,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
     _check_inputs(checkpoint, data, mh, samples, batch_size, chunk_images, limit, device)
     module, cfg = load_checkpoint(checkpoint)
     module = module.to(device).eval()
-    ds = _open_dataset(data, split, cfg)
+    ds = _open_dataset(data, split, cfg, load_images=not module.model.uses_keypoints)  # keypoints: no image decoded
     M = len(ds) if limit is None else min(limit, len(ds))
     if M == 0:
         raise ValueError(f"split {split!r} of {data} has no image")
@@ -265,7 +267,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
         n = min(M, (c + 1) * chunk_images) - c * chunk_images
         parts: list[dict[str, np.ndarray]] = []
         while sum(len(p["image_id"]) for p in parts) < n:
-            parts.append(_batch_columns(module, next(it), samples, g, cfg.data.image_size, device, records))
+            parts.append(_batch_columns(module, next(it), samples, g, cfg.data.image_size, device, records, seed))
             bar.update(len(parts[-1]["image_id"]))
         _atomic_savez(path[c], {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     bar.close()

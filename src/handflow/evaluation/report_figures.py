@@ -129,8 +129,8 @@ def qualitative(checkpoint: Path, data: Path, per_image: dict[str, np.ndarray], 
         if int(it["meta"]["image_id"]) != int(per_image["image_id"][i]):
             raise ValueError(f"evaluation rows are not in dataset order (row {i}: image "
                              f"{int(per_image['image_id'][i])}, dataset {int(it['meta']['image_id'])})")
-        with torch.no_grad():
-            res = module.model.predict(it["image"][None], samples, g)
+        with torch.no_grad():  # the image's backbone features, or its keypoint evidence (model.backbone=keypoints)
+            res = module.model.predict_features(module.batch_features(torch.utils.data.default_collate([it]), seed), samples, g)
             K = it["K"][None]
             z0 = decode_joints(res["z0"], K, size, module.hand_model)[0]
             smp = decode_joints(res["samples"], K, size, module.hand_model)[0]

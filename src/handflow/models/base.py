@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from handflow.config import Config
 from handflow.constants import PARAM_DIM
 from handflow.models.backbone import Backbone
+from handflow.models.keypoint_encoder import KEYPOINTS, KeypointEncoder
 from handflow.params import ParamNormalizer, unpack
 
 __all__ = ["HandPoseModel", "decode_joints"]
@@ -66,7 +67,10 @@ class HandPoseModel(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path)
+        if cfg.model.backbone == KEYPOINTS:  # keypoint-evidence protocol: no image (docs/lifting.md)
+            self.backbone: nn.Module = KeypointEncoder(cfg.model.keypoint_width)
+        else:
+            self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path)
         self.normalizer = ParamNormalizer()
         if cfg.model.freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -79,8 +83,15 @@ class HandPoseModel(nn.Module):
             self.backbone.eval()
         return self
 
+    @property
+    def uses_keypoints(self) -> bool:
+        """True for the keypoint-evidence protocol (``model.backbone=keypoints``): the input of
+        :meth:`features` and :meth:`predict` is the evidence (B, E), not images."""
+        return self.cfg.model.backbone == KEYPOINTS
+
     def features(self, images: Tensor) -> Tensor:
-        """(B, 3, S, S) -> (B, C); run once per image."""
+        """(B, 3, S, S) images, or (B, E) keypoint evidence with ``model.backbone=keypoints``
+        (:func:`~handflow.models.keypoint_encoder.build_evidence`) -> (B, C); run once per image."""
         if self.cfg.model.freeze_backbone:
             with torch.no_grad():
                 return self.backbone(images)
@@ -117,6 +128,13 @@ class HandPoseModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: Tensor, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Backbone once per image, then the z = 0 estimate and ``n`` samples (physical)."""
-        z0, samples = self.estimate_and_sample_std(self.features(images), n, generator)
+        """Backbone once per image (images (B, 3, S, S), or evidence (B, E) with
+        ``model.backbone=keypoints``), then the z = 0 estimate (B, 218) and ``n`` samples
+        (B, n, 218), physical."""
+        return self.predict_features(self.features(images), n, generator)
+
+    @torch.no_grad()
+    def predict_features(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """(B, C) features -> ``{"z0": (B, 218), "samples": (B, n, 218)}`` physical."""
+        z0, samples = self.estimate_and_sample_std(feats, n, generator)
         return {"z0": self.normalizer.denormalize(z0), "samples": self.normalizer.denormalize(samples)}
