@@ -139,5 +139,6 @@ def prepare_output(root: Path, config: SynthConfig, n: int, overwrite: bool = Fa
                              "delete each other's output): replace the dataset in one run without --shard, or move "
                              "it away before starting the shards, or use another --out")
         cleared = clear_dataset(root)
+        record_settings(root / SETTINGS_FILE, config.to_json())  # the user's files left behind are no obstacle
     check_settings(root, config, n, record=True)
     return cleared
