@@ -9,8 +9,6 @@ rerun skips finished parts, a killed run leaves no half-written part visible.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.fingerprint import settings_fingerprint
 from handflow.geometry.camera import project
 from handflow.multihands.checks import default_pixel_threshold, prior_threshold
 from handflow.multihands.engine import (
@@ -95,7 +94,7 @@ class GenerateConfig:
 
     def fingerprint(self) -> str:
         """Hash of every setting that changes the output (a resumed run must match it)."""
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        return settings_fingerprint(self.to_json())
 
 
 def parse_shard(text: str) -> tuple[int, int]:
