@@ -73,6 +73,10 @@ def bench(context_dim: int, repeats: int, device: torch.device) -> dict[str, flo
 
     out = {"params (M)": sum(p.numel() for p in flow.parameters()) / 1e6}
     out["train step"] = timeit(train_step, repeats, device)
+    train_step()  # gradients for the optimizer rows
+    for fused in (False, True):
+        opt = torch.optim.AdamW(flow.parameters(), lr=1e-6, fused=fused)
+        out[f"AdamW step, {'fused' if fused else 'unfused'}"] = timeit(opt.step, repeats, device)
     with torch.no_grad():
         out["mode, 1 image"] = timeit(lambda: flow.mode(c1), repeats, device)
         out["mode, cached"] = timeit(lambda: flow.mode(context_cache=cache1), repeats, device)
