@@ -141,3 +141,47 @@ def test_eval_noise_is_used_in_eval_mode_and_step_noise_in_training(tiny_data, t
     assert torch.equal(e1, e2) and not torch.equal(e1, module.batch_features(batch, noise_seed=1))
     module.train()
     assert not torch.equal(e1, module.batch_features(batch))
+
+
+# ------------------------------------------------------------------------------ report --protocol keypoints
+def test_report_keypoint_jobs_and_page_parts(tmp_path) -> None:
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_report import _write_eval  # noqa: E402 (the image protocol's fake evaluations)
+
+    from handflow.evaluation.report import (KP_BEGIN, KP_END, ReportPlan, load_plan, merge_page, plan_command, run_report,
+                                            train_job)
+
+    plan = ReportPlan(work=str(tmp_path / "w"), protocol="keypoints", keypoint_noise_px=3.0, seeds=(0, 1), steps=7)
+    argv = train_job(plan, "flow_no_2d", 1).argv
+    assert "model.backbone=keypoints" in argv and "data.keypoint_noise_px=3.0" in argv and "data.num_workers=0" in argv
+    assert not any(a.startswith("data.features") or a.startswith("model.backbone_checkpoint") for a in argv)
+    assert "--protocol keypoints" in plan_command(plan) and "--keypoint-noise-px 3.0" in plan_command(plan)
+    # page merging: the keypoint part replaces only its block, an image part keeps it
+    page = merge_page("# R\nimage part\n", "## K\nkp 1", True)
+    assert page.startswith("# R\nimage part") and KP_BEGIN in page and "kp 1" in page
+    page = merge_page(page, "## K\nkp 2", True)
+    assert "kp 1" not in page and page.count(KP_BEGIN) == 1 and "image part" in page
+    page = merge_page(page, "# R\nimage part 2", False)
+    assert "image part 2" in page and "kp 2" in page and page.index("image part 2") < page.index(KP_BEGIN) < page.index(KP_END)
+    # write stage on fake evaluations: its part, its figures, the targets checked
+    rng = np.random.default_rng(0)
+    means = {"flow": 0.4, "cvae": 0.5, "gaussian": 0.6, "mcdropout": 0.7, "deterministic": 0.9, "flow_no_multihands": 0.45,
+             "flow_no_detmag": 0.5, "flow_no_theta": 0.42, "flow_no_2d": 0.38}
+    for n, m in means.items():
+        for s in plan.seeds:
+            _write_eval(plan.eval_dir(n, s), m, 30.0 if n != "flow_no_detmag" else 15.0, rng)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    (plan.root / "plan.json").write_text(json.dumps({**plan.__dict__}))
+    (plan.root / "timings.json").write_text(json.dumps({"train": 600.0, "evaluate": 300.0}))
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    out.write_text("# Results\nthe image part\n")
+    text = run_report(ReportPlan(work=plan.work), ("write",), out, progress=False).read_text()
+    assert text.startswith("# Results\nthe image part") and "## Keypoint-evidence protocol" in text and "### Table 2" in text
+    assert "total 15.0 min" in text and "σ = 3 px" in text
+    assert "L_DetMag raises the sample spread ≥ 1.5×" in text and "Spearman ρ(spread, MPJPE) ≥ 0.3" in text
+    assert (out.parent / "figures" / "results_kp_mmd.png").is_file() and not (out.parent / "figures" / "results_mmd.png").exists()
+    assert load_plan(plan.work).protocol == "keypoints"

@@ -30,12 +30,15 @@ def report(
     mh_shards: int = typer.Option(1, min=1, help="MultiHands shards generated side by side."),
     mh_train_num: int = typer.Option(16, min=1, help="MultiHands annotations per training image."),
     train_minutes: float = typer.Option(None, help="Wall-clock cap per training run (minutes)."),
-    protocol: str = typer.Option("end2end", help="end2end (every run trains its backbone) or shared (one backbone, cached "
-                                 "features, heads only: the CPU protocol, docs/evaluation.md)."),
+    protocol: str = typer.Option("end2end", help="end2end (every run trains its backbone), shared (one backbone, cached "
+                                 "features, heads only: the CPU protocol) or keypoints (every run conditioned on the "
+                                 "image's noisy 2D keypoints, no image read; its own part of the page), docs/evaluation.md."),
     backbone_steps: int = typer.Option(4000, min=1, help="--protocol shared: training steps of the one backbone."),
     backbone_minutes: float = typer.Option(None, help="--protocol shared: wall-clock cap of the backbone training (minutes)."),
     backbone_kind: str = typer.Option("deterministic", help="--protocol shared: model kind the one backbone is trained as "
                                       "(deterministic, flow, ...)."),
+    keypoint_noise_px: float = typer.Option(2.0, min=0.0, help="--protocol keypoints: σ of the noise on the visible 2D "
+                                            "joints, pixels at a 128 px crop (data.keypoint_noise_px)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train HandFlowNet, the four baselines and four ablations for every seed, evaluate them
@@ -52,7 +55,7 @@ def report(
                       steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
                       mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
                       backbone_steps=backbone_steps, backbone_minutes=backbone_minutes,
-                      backbone_kind=backbone_kind)
+                      backbone_kind=backbone_kind, keypoint_noise_px=keypoint_noise_px)
     md = run_report(plan, tuple(s.strip() for s in stages.split(",") if s.strip()), out, progress)  # errors: one line (cli.app)
     if md is not None:
         typer.echo(f"report: {md}")

@@ -104,7 +104,7 @@ def view_selection_figure(vs: dict[int, dict], path: Path, alignment: str = "glo
 
 
 def qualitative(checkpoint: Path, data: Path, per_image: dict[str, np.ndarray], out_dir: Path, samples: int = 100,
-                seed: int = 0) -> list[Path]:
+                seed: int = 0, prefix: str = "results_") -> list[Path]:
     """Prediction figures (input with projected z = 0 estimate and samples, two novel views)
     for the test images of lowest, median and highest sample spread in ``per_image``
     (evaluate's rows are in dataset order). Returns the written PNG paths."""
@@ -134,7 +134,7 @@ def qualitative(checkpoint: Path, data: Path, per_image: dict[str, np.ndarray], 
             K = it["K"][None]
             z0 = decode_joints(res["z0"], K, size, module.hand_model)[0]
             smp = decode_joints(res["samples"], K, size, module.hand_model)[0]
-        path = out_dir / f"results_samples_{name}.png"
+        path = out_dir / f"{prefix}samples_{name}.png"
         plot_prediction(it["image"], it["K"], z0, smp, path, gt=it["joints_cam"],
                         title=f"{name}: test image {int(it['meta']['image_id'])}, sample spread {spread[i]:.1f} mm, "
                               f"z = 0 MPJPE RR {per_image['mpjpe_z0_rr'][i]:.1f} mm")
