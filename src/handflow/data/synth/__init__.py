@@ -3,8 +3,9 @@
 Modules: :mod:`~handflow.data.synth.cameras` (dome), :mod:`~handflow.data.synth.poses`
 (articulations), :mod:`~handflow.data.synth.scenes` (two-hand placement and sequences),
 :mod:`~handflow.data.synth.frames` (rendering one sequence),
-:mod:`~handflow.data.synth.ih_writer` (the files, atomic IO, shards) and
-:mod:`~handflow.data.synth.generate` (plan, sharding, merge). See ``docs/synthetic.md``.
+:mod:`~handflow.data.synth.ih_writer` (the files, atomic IO, shards),
+:mod:`~handflow.data.synth.generate` (plan, sharding, merge) and
+:mod:`~handflow.data.synth.rerun` (settings record, resume, ``--overwrite``). See ``docs/synthetic.md``.
 """
 
 from handflow.data.synth.cameras import Camera, dome_cameras, look_at
