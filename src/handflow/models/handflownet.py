@@ -61,7 +61,9 @@ class HandFlowNet(HandPoseModel):
         return self.flow.mode(feats)
 
     def sample_std(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(B, C) -> (B, n, 218) standardized samples (context projected once)."""
+        """(B, C) -> (B, n, 218) standardized samples (context projected once); n = 0 gives (B, 0, 218)."""
+        if n == 0:
+            return feats.new_zeros(feats.shape[0], 0, PARAM_DIM, dtype=self.flow.dtype)
         return self.flow.sample(feats, n, generator=generator)
 
     # ------------------------------------------------------------------ physical space
@@ -94,10 +96,11 @@ class HandFlowNet(HandPoseModel):
 
     # ------------------------------------------------------------------ training terms
     def estimate_and_sample_std(self, feats: Tensor, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """One flow pass for ``z = [0, z_1..z_n]`` with the context projected once."""
+        """One flow pass for ``z = [0, z_1..z_n]`` with the context projected once: (B, C) ->
+        (z0 (B, 218), samples (B, n, 218)); n = 0 gives the z = 0 estimate and (B, 0, 218)."""
         B = feats.shape[0]
         z = torch.randn(B, n, PARAM_DIM, generator=generator, dtype=self.flow.dtype).to(feats.device)
-        z = torch.cat([torch.zeros_like(z[:, :1]), z], 1)
+        z = torch.cat([z.new_zeros(B, 1, PARAM_DIM), z], 1)
         y, _ = self.flow.forward(z, context_cache=self.flow.project_context(feats))
         return y[:, 0], y[:, 1:]
 

@@ -138,7 +138,7 @@ def plot_prediction(
         image: (H, W, 3) uint8 or (3, H, W) float in [0, 1], the crop the model saw.
         K: (3, 3) crop intrinsics.
         z0: (42, 3) camera-frame z = 0 estimate, mm.
-        samples: (S, 42, 3) camera-frame samples, mm.
+        samples: (S, 42, 3) camera-frame samples, mm (S = 0: the estimate alone).
         path: output PNG.
         title: figure title.
         max_drawn: at most this many samples are drawn as skeletons.
@@ -148,7 +148,7 @@ def plot_prediction(
         The written path.
     """
     K, z0, samples = K.detach().cpu().double(), z0.detach().cpu().double(), samples.detach().cpu().double()
-    spread = per_joint_spread(samples).numpy()
+    spread = per_joint_spread(samples).numpy() if len(samples) else np.zeros(len(z0))  # no samples: no spread
 
     def ground_truth(ax) -> None:
         g2 = project(gt.detach().cpu().double()[None], K)[0].numpy()
