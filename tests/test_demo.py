@@ -16,4 +16,5 @@ def test_quick_demo_end_to_end(tmp_path) -> None:
     assert len(pngs) == 2 and list((tmp_path / "predictions").glob("*.html"))
     summary = (tmp_path / "summary.txt").read_text()
     assert "MPJPE (RR, mm)" in summary and "nan" not in summary.lower()
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "run_quick" / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "data_quick" / ".synth_settings.json").exists()  # a full demo in the same folder keeps its own data/

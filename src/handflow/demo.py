@@ -7,7 +7,9 @@
 5. write a summary (MPJPE of the z = 0 estimate and best-of-N, sample spread).
 
 Full mode takes about 11 minutes on 2 CPU cores (training capped at 9); ``--quick`` (used by the test suite) about
-2 minutes with tiny settings. Reruns reuse the dataset and resume training.
+2 minutes with tiny settings. Reruns reuse the dataset and resume training; the quick mode keeps its own
+``data_quick/`` and ``run_quick/`` so that both modes can share one output folder (a dataset or a run is never
+resumed with other settings).
 """
 
 from __future__ import annotations
@@ -106,13 +108,14 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> None:
     say(hand_model_summary(model).rstrip())
     say(f"[1/4] hand model figure: {out / 'hand_model.png'}")
 
-    data = out / "data"
+    suffix = "_quick" if quick else ""
+    data = out / f"data{suffix}"
     stats = generate(data, SynthConfig(frames=s.frames, cameras=s.cameras, image_size=s.image_size * 2, seed=seed), progress=True)
     say(f"[2/4] synthetic dataset: {data} ({stats.get('images', '?')} images)")
     test = InterHandDataset(data, "test", s.image_size)
     plot_item(InterHandDataset(data, "test", 256)[0], out / "dataset_sample.png")
 
-    run = out / "run"
+    run = out / f"run{suffix}"
     cfg = load_config("cpu", [
         f"data.root={data}", f"train.out_dir={run}", f"data.image_size={s.image_size}", f"data.batch_size={s.batch_size}",
         f"train.max_steps={s.max_steps}", f"train.max_minutes={s.train_minutes}", f"model.flow_hidden={s.flow_hidden}",
