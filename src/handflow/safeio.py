@@ -91,7 +91,7 @@ def load_torch_file(path: str | Path, *, what: str = "checkpoint", map_location:
     if not p.exists():
         raise MissingFileError(f"{what} not found: {p}")
     if p.is_dir():
-        raise CorruptFileError(f"{p} is a folder, not a {what} file")
+        raise CorruptFileError(f"cannot read {what} {p}: it is a folder, not a file")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -103,13 +103,13 @@ def load_torch_file(path: str | Path, *, what: str = "checkpoint", map_location:
                 f"handflow loads files with weights_only=True so that a file cannot run code; use a {what} written by handflow"
             ) from None
         reason = _unpickler_reason(message) if _WEIGHTS_ONLY_FAILED in message else _one_line(message)
-        raise CorruptFileError(f"{p} is not a readable {what} (not a torch file or damaged: {reason})") from None
+        raise CorruptFileError(f"cannot read {what} {p} (not a torch file, or damaged: {reason})") from None
     except EOFError:
-        raise CorruptFileError(f"{p} is not a readable {what} (empty or truncated: it ends before its data)") from None
+        raise CorruptFileError(f"cannot read {what} {p} (empty or truncated: it ends before its data)") from None
     except RuntimeError as e:
         if not _CORRUPT_RUNTIME.search(str(e)):
             raise
-        raise CorruptFileError(f"{p} is not a readable {what} (truncated or damaged: {_one_line(str(e), 160)})") from None
+        raise CorruptFileError(f"cannot read {what} {p} (truncated or damaged: {_one_line(str(e), 160)})") from None
     except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError, struct.error, OverflowError) as e:
-        raise CorruptFileError(f"{p} is not a readable {what} (another format or damaged: "
+        raise CorruptFileError(f"cannot read {what} {p} (another format, or damaged: "
                                f"{type(e).__name__}: {_one_line(str(e), 120)})") from None

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from handflow.errors import HandflowError
+from handflow.errors import CorruptFileError, HandflowError
+from handflow.safeio import load_torch_file
 
 __all__ = ["FEATURES_META", "FeatureCacheError", "backbone_digest", "cache_features", "load_split_features",
            "read_meta", "FeatureDataset"]
@@ -121,10 +122,14 @@ def load_split_features(folder: str | Path, split: str) -> tuple[Tensor, Tensor]
         raise FeatureCacheError(f"{folder} has no features for split {split!r} (has {sorted(meta.get('splits', {}))}): "
                                 f"run `handflow features ... --out {folder} --splits {split}`")
     try:
-        d = torch.load(p, map_location="cpu", weights_only=True)
+        d = load_torch_file(p, what="feature cache")  # weights_only=True: a planted file raises UnsafeFileError
+    except CorruptFileError as e:
+        raise FeatureCacheError(f"{e}; delete it and run `handflow features` again") from e
+    try:
         F, ids = d["features"], d["image_id"]
-    except Exception as e:  # noqa: BLE001 - zip/pickle errors have many types
-        raise FeatureCacheError(f"{p} is unreadable ({e}); delete it and run `handflow features` again") from e
+    except (KeyError, TypeError, IndexError) as e:
+        raise FeatureCacheError(f"{p} is not a feature cache (no 'features' and 'image_id' entries); delete it and run "
+                                "`handflow features` again") from e
     if F.dim() != 2 or F.shape[0] != ids.shape[0] or not torch.isfinite(F).all():
         raise FeatureCacheError(f"{p} is malformed: features {tuple(F.shape)}, ids {tuple(ids.shape)}")
     return F.float(), ids.long()

@@ -245,23 +245,29 @@ def stage_multihands(plan: ReportPlan, progress: bool) -> None:
         run_jobs(jobs, max(plan.parallel, plan.mh_shards), "multihands", progress)
 
 
-def _finished_step(ckpt: Path) -> int:
+def _saved_state(ckpt: Path) -> dict | None:
+    """What a run's checkpoint holds (``None`` when there is none yet), read with
+    ``weights_only=True``: a planted file that would run code raises UnsafeFileError."""
     if not ckpt.exists():
-        return -1
-    import torch
+        return None
+    from handflow.safeio import load_torch_file
 
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", -1))
+    c = load_torch_file(ckpt)
+    return c if isinstance(c, dict) else {}
+
+
+def _finished_step(ckpt: Path) -> int:
+    c = _saved_state(ckpt)
+    return -1 if c is None else int(c.get("global_step", -1))
 
 
 def training_done(ckpt: Path, steps: int, minutes: float | None) -> bool:
     """True when the run of ``ckpt`` (a full ``last.ckpt``) reached ``steps`` or used up its
     wall-clock cap of ``minutes`` (Lightning's ``Timer`` state): resuming it would add a step
     or two past the cap and change a backbone whose features are already cached."""
-    if not ckpt.exists():
+    c = _saved_state(ckpt)
+    if c is None:
         return False
-    import torch
-
-    c = torch.load(ckpt, map_location="cpu", weights_only=False)
     if int(c.get("global_step", -1)) >= steps:
         return True
     elapsed = c.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train")

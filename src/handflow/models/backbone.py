@@ -8,6 +8,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from handflow.errors import MissingFileError
+from handflow.safeio import load_torch_file
+
 __all__ = ["Backbone", "FEATURE_DIMS", "IMAGENET_MEAN", "IMAGENET_STD", "load_local_weights"]
 
 #: pooled feature size per architecture
@@ -23,19 +26,18 @@ def load_local_weights(net: nn.Module, path: str | Path, name: str) -> None:
     """Load a LOCAL torchvision-format state dict into ``net`` (classifier ``fc.*`` optional).
 
     Raises:
-        FileNotFoundError: no such file (handflow never downloads weights).
-        ValueError: unreadable file, or weights of another architecture.
+        MissingFileError: no such file (a ``FileNotFoundError``; handflow never downloads weights).
+        UnsafeFileError, CorruptFileError: a file that would run code, or an unreadable one
+            (both ``ValueError``; :func:`handflow.safeio.load_torch_file`).
+        ValueError: weights of another architecture.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained backbone weights not found: {p} (handflow never downloads weights; "
             f"save torchvision's {name} ImageNet state dict to a local file and pass its path)"
         )
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors have many types
-        raise ValueError(f"cannot read backbone weights {p}: {e}") from e
+    state = load_torch_file(p, what="backbone weights")  # weights_only=True; unsafe/corrupt: one-line ValueError
     for key in _NESTED_KEYS:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

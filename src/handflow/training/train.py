@@ -5,22 +5,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.config import Config, saved_config
 from handflow.errors import HandflowError
 from handflow.models import model_class
+from handflow.safeio import load_torch_file
 from handflow.training.module import HandFlowModule
 
 __all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
 
 log = logging.getLogger(__name__)
+
+#: start of Lightning's warning on a resume from a mid-epoch checkpoint with a plain DataLoader
+#: (``training_epoch_loop.py``): untrue for our runs, which :class:`MidEpochResume` re-aligns exactly
+_LIGHTNING_MID_EPOCH_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
 
 
 class CheckpointMismatch(HandflowError, ValueError):
@@ -56,7 +63,8 @@ class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
         if skip:
-            log.info("resuming inside epoch %d: skipping its first %d batches (already trained on)", epoch, skip)
+            log.info("resuming inside epoch %d at batch %d: exact (the data order is re-aligned and the %d batches already "
+                     "trained on are skipped, tests/test_training.py)", epoch, skip, skip)
         it = iter(self.inner)
         for _ in range(skip * self.batch_size):
             if next(it, None) is None:
@@ -72,7 +80,9 @@ class MidEpochResume(pl.Callback):
     (seed, epoch) (``EpochShuffleSampler``) and the loss noise of (seed, step), so this callback
     re-aligns the loader with the number of batches already processed (see
     :class:`_BatchAlignedSampler`); the continuation is then bit-identical to an uninterrupted
-    run (``tests/test_training.py``). Needs ``drop_last`` batches (the training loader has it).
+    run (``tests/test_training.py``). Needs ``drop_last`` batches (the training loader has it;
+    without them it warns that resume is exact at epoch ends only). :func:`train` therefore
+    silences Lightning's generic warning that a mid-epoch resume "can cause unreliable results".
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -106,7 +116,7 @@ class LastCheckpoint(pl.Callback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # full: optimizer, loops and schedule for exact resume
+        trainer.save_checkpoint(tmp)  # full (the default): optimizer, loops and schedule for exact resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._saved_at = trainer.global_step
@@ -166,7 +176,12 @@ def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable
 def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable_progress_bar: bool = True,
           extra_callbacks: list | None = None, **trainer_overrides: Any) -> Path:
     """Train ``cfg``; resumes from ``out_dir/checkpoints/last.ckpt`` when present (or from an
-    explicit checkpoint path). Returns the path of ``last.ckpt``."""
+    explicit checkpoint path). Returns the path of ``last.ckpt``.
+
+    Every checkpoint read (resume, ``model.backbone_checkpoint``) is ``weights_only=True``: a
+    file that would run code is refused (:class:`~handflow.errors.UnsafeFileError`) by
+    :func:`check_compatible` / :func:`load_checkpoint` before Lightning opens it, and Lightning's
+    own resume reads it with ``weights_only=True`` as well."""
     torch.set_num_threads(max(1, cfg.train.threads))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.out_dir)
@@ -186,7 +201,9 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
         check_compatible(ckpt_path, cfg)
         log.info("resuming from %s", ckpt_path)
     trainer = _trainer(cfg, out, extra_callbacks=extra_callbacks, enable_progress_bar=enable_progress_bar, **trainer_overrides)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():  # scoped to this fit: our mid-epoch resume is exact (MidEpochResume)
+        warnings.filterwarnings("ignore", message=_LIGHTNING_MID_EPOCH_WARNING, category=PossibleUserWarning)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return last
 
 
@@ -219,15 +236,27 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
+def _stored_config(ck: Any, path: str | Path) -> Config:
+    """The config stored in a loaded checkpoint ``ck`` (Lightning's ``hyper_parameters``)."""
+    hp = ck.get("hyper_parameters") if isinstance(ck, dict) else None
+    if not isinstance(hp, dict) or not isinstance(hp.get("config"), dict):
+        raise CheckpointMismatch(f"{path} is not a handflow checkpoint (no stored config)")
+    return saved_config(hp["config"])
+
+
 def check_compatible(path: str | Path, cfg: Config) -> None:
     """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ, or
-    when it cannot resume training (a weights-only ``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    when it cannot resume training (a weights-only ``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``).
+
+    Raises:
+        MissingFileError, UnsafeFileError, CorruptFileError: see :func:`handflow.safeio.load_torch_file`.
+    """
+    ck = load_torch_file(path)
+    saved = _stored_config(ck, path)
     if "optimizer_states" not in ck:
         raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
                                  f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
                                  f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
-    saved = saved_config(ck["hyper_parameters"]["config"])
     # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
     fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
     for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
@@ -246,17 +275,18 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
 def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[Any, Config]:
     """Load a trained model: returns ``(HandFlowModule in eval mode, Config)``.
 
+    The file is read with ``weights_only=True`` (:func:`handflow.safeio.load_torch_file`): a
+    checkpoint whose pickle would run code is refused before anything runs.
+
     Raises:
-        FileNotFoundError: no such checkpoint.
-        CheckpointMismatch: ``expect_hand_model`` differs from the checkpoint's.
+        MissingFileError: no such checkpoint (a ``FileNotFoundError``).
+        UnsafeFileError: the file holds Python objects beyond tensors and plain data.
+        CorruptFileError: empty, truncated or not a torch file.
+        CheckpointMismatch: not a handflow checkpoint, or ``expect_hand_model`` differs from the checkpoint's.
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    ck = torch.load(p, map_location=map_location, weights_only=False)
-    if "hyper_parameters" not in ck or "config" not in ck["hyper_parameters"]:
-        raise CheckpointMismatch(f"{p} is not a handflow checkpoint (no stored config)")
-    cfg = saved_config(ck["hyper_parameters"]["config"])
+    ck = load_torch_file(p, map_location=map_location)
+    cfg = _stored_config(ck, p)
     if expect_hand_model is not None and cfg.data.hand_model != expect_hand_model:
         raise CheckpointMismatch(f"{p} uses hand model {cfg.data.hand_model!r}, expected {expect_hand_model!r}")
     module = HandFlowModule(cfg)
