@@ -233,10 +233,11 @@ def cli_checkpoints(tiny_data, tmp_path_factory) -> dict:
 @pytest.mark.parametrize("kind", KINDS)
 def test_train_cli_checkpoint_and_predict(kind, cli_checkpoints, tiny_data) -> None:
     import handflow
+    from handflow.safeio import load_torch_file
     from handflow.training import load_checkpoint
 
     last = cli_checkpoints[kind][0] / "checkpoints" / "last.ckpt"
-    ck = torch.load(last, map_location="cpu", weights_only=False)
+    ck = load_torch_file(last)
     assert ck["global_step"] == 1 and ck["handflow"]["model_kind"] == kind
     module, cfg = load_checkpoint(last)
     assert cfg.model.kind == kind and type(module.model) is CLASSES[kind] and not module.training

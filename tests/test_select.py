@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_train
+from handflow.safeio import load_torch_file
 from handflow.training import load_checkpoint
 from handflow.training.select import BEST, SELECTION, _val_batches, select_checkpoint, step_checkpoints, validation_loss
 
@@ -35,7 +36,7 @@ def test_best_is_the_lowest_validation_loss(run) -> None:
         assert sel["steps"][str(step)]["loss"] == pytest.approx(losses[step], rel=1e-6)
     assert len(set(round(v, 6) for v in losses.values())) == 3  # the checkpoints differ
     assert sel["best_step"] == min(losses, key=losses.get) and sel["images"] == 6
-    best = torch.load(run / "checkpoints" / BEST, map_location="cpu", weights_only=False)
+    best = load_torch_file(run / "checkpoints" / BEST)
     assert best["global_step"] == sel["best_step"]
     assert json.loads((run / SELECTION).read_text()) == sel
 
@@ -77,7 +78,7 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> 
 
     ckpts = step_checkpoints(run)
     last = run / "checkpoints" / "last.ckpt"
-    snap, full = (torch.load(p, map_location="cpu", weights_only=False) for p in (ckpts[3], last))
+    snap, full = (load_torch_file(p) for p in (ckpts[3], last))
     assert "optimizer_states" not in snap and "optimizer_states" in full and full["global_step"] == 3
     assert snap["state_dict"].keys() == full["state_dict"].keys()
     for k, v in full["state_dict"].items():

@@ -8,6 +8,7 @@ import torch
 
 from handflow.config import load_config
 from handflow.data.datamodule import InterHandDataModule
+from handflow.safeio import load_torch_file
 from handflow.training import CheckpointMismatch, load_checkpoint, train
 
 from conftest import tiny_cfg
@@ -22,7 +23,7 @@ def _dm(cfg):
 
 
 def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return load_torch_file(path)["state_dict"]
 
 
 def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
@@ -40,12 +41,12 @@ def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
 
     train(_cfg(tiny_data, tmp_path / "b", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "b", 1)), enable_progress_bar=False,
           extra_callbacks=[Interrupt()])
-    assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=False)["global_step"] == steps_per_epoch
+    assert load_torch_file(tmp_path / "b/checkpoints/last.ckpt")["global_step"] == steps_per_epoch
     last_b = train(_cfg(tiny_data, tmp_path / "b", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "b", 1)), enable_progress_bar=False)
     resumed = _weights(last_b)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
-    ck = torch.load(last, map_location="cpu", weights_only=False)
+    ck = load_torch_file(last)
     assert ck["handflow"]["hand_model"] == "openhand" and ck["handflow"]["version"]
     assert ck["global_step"] == n
     module, cfg = load_checkpoint(last)
@@ -86,10 +87,10 @@ def test_exact_resume_mid_epoch(tiny_data, tmp_path) -> None:
     cfg_b = _cfg(tiny_data, tmp_path / "b", n, **{"train.ckpt_every": 1})  # last.ckpt after every step
     with pytest.raises(_Interrupted):
         train(cfg_b, datamodule=_dm(cfg_b), enable_progress_bar=False, extra_callbacks=[_Crash(n // 2)])
-    ck = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ck = load_torch_file(tmp_path / "b" / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == n // 2
     last_b = train(cfg_b, datamodule=_dm(cfg_b), enable_progress_bar=False)
-    assert torch.load(last_b, map_location="cpu", weights_only=False)["global_step"] == n
+    assert load_torch_file(last_b)["global_step"] == n
     resumed = _weights(last_b)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
@@ -131,7 +132,7 @@ def test_ddp_two_cpu_processes_gloo(tiny_data, tmp_path) -> None:
     # ddp_spawn: the plain "ddp" launcher re-executes sys.argv (pytest itself) in the children
     cfg = _cfg(tiny_data, tmp_path / "ddp", 2, **{"train.devices": 2, "train.strategy": "ddp_spawn"})
     last = train(cfg, datamodule=_dm(cfg), enable_progress_bar=False)
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert load_torch_file(last)["global_step"] == 2
 
 
 def test_mixed_precision_trains_with_a_float32_flow(tiny_data, tmp_path) -> None:
@@ -142,7 +143,7 @@ def test_mixed_precision_trains_with_a_float32_flow(tiny_data, tmp_path) -> None
 
     cfg = _cfg(tiny_data, tmp_path / "amp", 2, **{"train.precision": "bf16-mixed"})
     last = train(cfg, datamodule=_dm(cfg), enable_progress_bar=False)
-    ck = torch.load(last, map_location="cpu", weights_only=False)
+    ck = load_torch_file(last)
     assert ck["global_step"] == 2
     assert all(v.dtype != torch.bfloat16 and bool(torch.isfinite(v.float()).all()) for v in ck["state_dict"].values())
     module = HandFlowModule(cfg)
@@ -204,7 +205,7 @@ def test_cli_one_step_smoke_run(tiny_data, tmp_path) -> None:
             "train.threads=1", "train.max_minutes=null", "train.val_every=1000"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ck = load_torch_file(out / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == 1 and ck["hyper_parameters"]["config"]["data"]["image_size"] == 64
     assert (out / "logs").is_dir() and (out / "tb").is_dir()
     bad = CliRunner().invoke(app, args + ["model.backbone=resnet34"])
