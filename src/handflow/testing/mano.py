@@ -19,7 +19,7 @@ import sys
 import types
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -165,6 +165,7 @@ def write_fake_mano(
     seed: int = 0,
     chumpy: bool = True,
     fmt: str = "pkl",
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Path]:
     """Write ``MANO_RIGHT``/``MANO_LEFT`` fixtures into ``folder``.
 
@@ -175,6 +176,11 @@ def write_fake_mano(
         chumpy: True = the released format (chumpy + scipy objects); False = a chumpy-free
             pickle of plain ndarrays.
         fmt: ``"pkl"`` or ``"npz"``.
+        edit: called with each file's dict just before it is written, to make damaged or
+            unusual files in the real format: with ``chumpy=True`` its ``shapedirs`` and
+            ``J_regressor`` are the stand-in objects, whose attributes are the pickled state
+            (``obj["shapedirs"].a.x``, ``.idxs``, ``.preferred_shape``; ``obj["J_regressor"]._shape``,
+            ``.data``, ``.indices``, ``.indptr``).
 
     Returns:
         ``{side: path}``.
@@ -188,14 +194,17 @@ def write_fake_mano(
         stem = "MANO_RIGHT" if side == "right" else "MANO_LEFT"
         if fmt == "npz":
             path = folder / f"{stem}.npz"
+            a = dict(a)
+            if edit is not None:
+                edit(a)
             np.savez(path, **{k: np.asarray(v) for k, v in a.items() if not isinstance(v, str)})
         elif fmt == "pkl":
             path = folder / f"{stem}.pkl"
-            if chumpy:
-                with _fake_modules() as classes:
-                    raw = pickle.dumps(_to_real_format(a, classes), protocol=2)
-            else:
-                raw = pickle.dumps(a, protocol=2)
+            with _fake_modules() as classes:
+                obj = _to_real_format(a, classes) if chumpy else dict(a)
+                if edit is not None:
+                    edit(obj)
+                raw = pickle.dumps(obj, protocol=2)
             # Python 2 / numpy 1.x class paths, as in the released files
             raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
             path.write_bytes(raw)

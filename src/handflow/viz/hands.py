@@ -33,7 +33,12 @@ FINGER_COLORS = {"thumb": "#d62728", "index": "#2ca02c", "middle": "#1f77b4", "r
 
 
 def _finger_pose(components_deg: dict[str, tuple[tuple[float, float, float], ...]], prior) -> Tensor:
-    """(15, 3, 3) rotations from per-finger (twist, spread, flex) degrees, root -> distal."""
+    """(15, 3, 3) rotations from per-finger (twist, spread, flex) degrees, root -> distal,
+    through ``prior.from_components`` (both built-in priors have it; ``PosePrior`` does not
+    require it, so a model of another backend gets a clear error)."""
+    if not callable(getattr(prior, "from_components", None)):
+        raise TypeError(f"the hand gallery needs a pose prior with from_components(comps, side) (anatomical angles -> "
+                        f"rotations); {type(prior).__name__} has none")
     comps = torch.zeros(1, NUM_MANO_JOINTS - 1, 3, dtype=torch.float64)
     for f, levels in components_deg.items():
         for j, c in zip(MANO_FINGERS[f], levels):
