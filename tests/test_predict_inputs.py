@@ -374,6 +374,7 @@ def test_cli_per_image_boxes_and_cameras(fmt, ckpt, module, tmp_path) -> None:
     ("image,x,y,w,h\none.jpg,0,0,5,nan\n", "csv", "must be"),
     ("name,x\none.jpg,1\n", "csv", "header"),
     ("image,fx\none.jpg,1\none.jpg,2\n", "csv", "more than once"),
+    ('{"one.jpg": {"bbox": [0, 0, 5, 5]}, "one.jpg": {"bbox": [0, 0, 6, 6]}}', "json", "more than once"),
     ("{not json", "json", "not readable JSON"),
 ])
 def test_bad_per_image_files_are_refused(content, suffix, message, ckpt, tmp_path, no_model_load) -> None:

@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,12 +110,9 @@ def check_samples(samples: Any, name: str = "samples") -> int:
 
 def check_focal(value: Any, name: str = "focal") -> tuple[float, float]:
     """A focal length in pixels, ``f`` or ``(fx, fy)``, positive and finite -> ``(fx, fy)``."""
-    what = "a positive finite number of pixels (or a pair fx, fy)"
-    try:
-        f = _numbers(value, 1, name, what)
-        f = (f[0], f[0])
-    except InputError:
-        f = _numbers(value, 2, name, what)
+    scalar = isinstance(value, (int, float, str, np.number)) or (isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0)
+    what = "a positive finite number of pixels" + ("" if scalar else ", or a pair fx, fy of them")
+    f = _numbers(value, 1, name, what) * 2 if scalar else _numbers(value, 2, name, what)
     if min(f) <= 0:
         raise InputError(f"{name} must be {what}, got {_show(value)}")
     return f
@@ -214,12 +212,27 @@ def global_camera(focal: Any = None, principal: Any = None, K: Any = None,
                   None if principal is None else check_principal(principal, names[1]))
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names a key twice (``json`` would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a key given twice."""
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k, n in Counter(keys).items() if n > 1})
+    if twice:
+        raise _DuplicateKey(twice)
+    return dict(pairs)
+
+
 def _read_json(path: Path, what: str) -> Any:
-    """A JSON file, or a one-line error naming it."""
+    """A JSON file, or a one-line error naming it (also for a key given twice in an object)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise InputError(f"{what} file not found: {path}") from None
+    except _DuplicateKey as e:
+        raise InputError(f"{what} file {path} names {e.args[0]} more than once: keep one entry each") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         reason = " ".join(str(e).split())
         raise CorruptFileError(f"{what} file {path} is not readable JSON ({reason}): fix or re-export it") from None
@@ -261,15 +274,7 @@ def _csv_numbers(row: Mapping[str, str], columns: tuple[str, ...], name: str, ch
         return None
     if not all(cells):
         raise InputError(f"{name} gives only some of {', '.join(columns)}: fill all of them or none")
-    return check([float(c) if _is_number(c) else c for c in cells], name)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return check(cells, name)
 
 
 def _per_image_row(row: Mapping[str, str], where: str, per: PerImage) -> None:
@@ -294,7 +299,7 @@ def read_per_image(path: str | Path) -> PerImage:
     JSON: ``{"photo.jpg": {"bbox": [x, y, w, h], "K": [[fx,0,cx],[0,fy,cy],[0,0,1]]},
     "b/photo.jpg": {"focal": [fx, fy], "princpt": [cx, cy]}}``. CSV: a header with ``image``
     and any of ``x, y, w, h`` (box), ``fx, fy`` (fy defaults to fx), ``cx, cy``; empty cells
-    are not given. Every value is checked; a key given twice is refused."""
+    are not given. Every value is checked; an image named twice is refused."""
     path = Path(path)
     where = f"per-image file {path}"
     per = PerImage({}, {})
@@ -311,19 +316,18 @@ def read_per_image(path: str | Path) -> PerImage:
         allowed = {"image", *_CSV_BOX, *_CSV_FOCAL, *_CSV_PRINCIPAL}
         if "image" not in columns or set(columns) - allowed:
             raise InputError(f"{where} must have a header with 'image' and any of x,y,w,h,fx,fy,cx,cy, got {columns}")
-        keys = [(r.get("image") or "").strip() for r in rows]
+        rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in rows]
+        twice = sorted({k for k, n in Counter((r.get("image") or "").strip() for r in rows).items() if n > 1})
+        if twice:
+            raise InputError(f"{where} names {twice} more than once: keep one row per image")
         for row in rows:
-            _per_image_row({k.strip(): v for k, v in row.items() if k is not None}, where, per)
+            _per_image_row(row, where, per)
     else:
         data = _read_json(path, "per-image")
         if not isinstance(data, Mapping):
             raise InputError(f"{where} must hold a JSON object mapping image names to entries, got {_show(data)}")
-        keys = list(data)
         for key, entry in data.items():
             _per_image_entry(str(key), entry, where, per)
-    twice = sorted({k for k in keys if keys.count(k) > 1})
-    if twice:
-        raise InputError(f"{where} names {twice} more than once: keep one entry per image")
     return per
 
 
@@ -393,12 +397,12 @@ def output_names(paths: Sequence[Path | None]) -> list[str]:
         files = [paths[i] for i in group if paths[i] is not None]
         if len(files) < len(group):
             continue
-        resolved = [p.resolve() for p in files]
-        root = Path(os.path.commonpath([str(r.parent) for r in resolved]))
-        qualified = [_qualified(r, root, False) for r in resolved]
-        clash = {q.casefold() for q in qualified if [x.casefold() for x in qualified].count(q.casefold()) > 1}
-        for i, r, q in zip(group, resolved, qualified):
-            names[i] = _qualified(r, root, True) if q.casefold() in clash else q
+        full = [Path(os.path.normpath(p.absolute())) for p in files]
+        root = Path(os.path.commonpath([str(f.parent) for f in full]))
+        qualified = [_qualified(f, root, False) for f in full]
+        counts = Counter(q.casefold() for q in qualified)
+        for i, f, q in zip(group, full, qualified):
+            names[i] = _qualified(f, root, True) if counts[q.casefold()] > 1 else q
     taken: set[str] = set()
     for i, n in enumerate(names):
         k, name = 1, n

@@ -96,8 +96,8 @@ def predict(
     bbox: str = typer.Option(None, help="x,y,w,h box around both hands, pixels (default: whole image)."),
     focal: float = typer.Option(None, help="Focal length in pixels (default: max(W, H))."),
     principal: str = typer.Option(None, help="cx,cy principal point in pixels (default: the image centre)."),
-    camera: Path = typer.Option(None, help='Camera JSON: {"K": [[fx,0,cx],[0,fy,cy],[0,0,1]]} or {"focal": [fx,fy], '
-                                           '"princpt": [cx,cy]}; replaces --focal / --principal.'),
+    camera: Path = typer.Option(None, help='Camera JSON with "K" (3x3, rows fx,0,cx / 0,fy,cy / 0,0,1) or "focal" (fx, fy) '
+                                           'and "princpt" (cx, cy), as InterHand2.6M writes it; replaces --focal / --principal.'),
     per_image: Path = typer.Option(None, "--per-image", help="JSON or CSV mapping image file name (or path) to its bbox "
                                                              "and camera; others use the global options (docs/predict.md)."),
     meshes: str = typer.Option(None, help="Also write meshes: obj, ply or glb."),
