@@ -15,7 +15,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from handflow.config import Config, saved_config
+from handflow.config import Config, check_hardware, saved_config
 from handflow.errors import HandflowError
 from handflow.models import model_class
 from handflow.safeio import load_torch_file
@@ -182,6 +182,7 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
     file that would run code is refused (:class:`~handflow.errors.UnsafeFileError`) by
     :func:`check_compatible` / :func:`load_checkpoint` before Lightning opens it, and Lightning's
     own resume reads it with ``weights_only=True`` as well."""
+    check_hardware(cfg)  # train.accelerator/devices against this machine, before any data is read
     torch.set_num_threads(max(1, cfg.train.threads))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.out_dir)
