@@ -454,7 +454,7 @@ def _assign(values: Mapping[str, Any] | Sequence[Any] | None, paths: Sequence[Pa
         for i in _matching_images(key, by_name, forms):
             if best[i] is None or len(Path(key).parts) > len(Path(best[i]).parts):
                 best[i] = key
-    for key in set(filter(None, best)):
+    for key in sorted(set(filter(None, best))):
         hits = [str(p) for p, b in zip(paths, best) if b == key]
         if len(hits) > 1:
             raise InputError(f"{name} key {key!r} names {len(hits)} images ({', '.join(hits[:3])}): use a longer path "
