@@ -19,7 +19,7 @@ Sub-packages follow the architecture:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "predict"]
+__all__ = ["__version__", "predict", "predict_from_keypoints"]
 
 
 def __getattr__(name: str):  # lazy: keep ``import handflow`` light
@@ -27,4 +27,8 @@ def __getattr__(name: str):  # lazy: keep ``import handflow`` light
         from handflow.inference import predict
 
         return predict
+    if name == "predict_from_keypoints":  # lifting 2D keypoints (docs/lifting.md)
+        from handflow.lifting import predict_from_keypoints
+
+        return predict_from_keypoints
     raise AttributeError(f"module 'handflow' has no attribute {name!r}")

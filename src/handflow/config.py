@@ -81,7 +81,7 @@ class ModelConfig:
     free_bits: float = 0.1  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
     backbone_checkpoint: str | None = None
     freeze_backbone: bool = False
-    keypoint_width: int = 512
+    keypoint_width: int = 256
 
 
 @dataclass
