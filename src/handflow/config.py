@@ -134,7 +134,10 @@ class DataConfig:
     instead of images (needs ``model.freeze_backbone`` and that backbone; no augmentation).
     ``keypoint_noise_px``: with ``model.backbone=keypoints``, σ of the Gaussian noise on the
     visible 2D joints of the evidence, in pixels **at a 128 px crop** (scaled by
-    ``image_size / 128``)."""
+    ``image_size / 128``).
+    ``packed``: a ``handflow pack`` folder: train (and validate, where packed) on its
+    pre-decoded crops, augmented on whole batches (docs/training.md, "Packed store and batched
+    augmentation"); its annotations must be those of ``root``."""
 
     root: str = "data_synth"
     image_size: int = 128
@@ -147,6 +150,7 @@ class DataConfig:
     multihands_max: int = 8
     features: str | None = None
     keypoint_noise_px: float = 2.0
+    packed: str | None = None
 
 
 @dataclass

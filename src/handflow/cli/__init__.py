@@ -19,6 +19,7 @@ from handflow.cli import evaluate as _evaluate  # noqa: E402,F401
 from handflow.cli import view_select as _view_select  # noqa: E402,F401
 from handflow.cli import features as _features  # noqa: E402,F401
 from handflow.cli import select as _select  # noqa: E402,F401
+from handflow.cli import pack as _pack  # noqa: E402,F401
 
 
 def main() -> None:

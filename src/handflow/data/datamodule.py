@@ -87,6 +87,10 @@ class InterHandDataModule(pl.LightningDataModule):
         ``cfg.train.seed``); ``overrides`` replace constructor arguments, e.g.
         ``augment=False, num_workers=0``."""
         d = cfg.data
+        if getattr(d, "packed", None) and cls is InterHandDataModule:  # a `handflow pack` store (issue #17)
+            from handflow.data.packed import PackedDataModule
+
+            return PackedDataModule.from_config(cfg, **overrides)
         kw = dict(root=d.root, image_size=d.image_size, batch_size=d.batch_size, num_workers=d.num_workers,
                   hand_model=d.hand_model, augment=d.augment, seed=cfg.train.seed, multihands=d.multihands,
                   multihands_max=d.multihands_max, mano_path=d.mano_path, features=d.features,
