@@ -71,6 +71,8 @@ DEFAULT_MARGIN = 1.5
 DEFAULT_CHUNK = 256
 IMAGES_FILE, TARGETS_FILE, META_FILE, RECORD_FILE, CHUNK_DIR = "images.u8", "targets.npz", "meta.json", ".pack_settings.json", ".chunks"
 UINT8_MAX = 255.0
+#: items per host-to-device copy when a store becomes resident
+RESIDENT_COPY_ITEMS = 1024
 #: the annotation files of a split whose bytes define a store (``SplitIndex.paths`` keys)
 DIGESTED_FILES = ("data", "camera", "joint_3d", "MANO_NeuralAnnot", "extra", "skeleton")
 #: per-item string metadata, stored as fixed-width unicode arrays
@@ -449,8 +451,11 @@ class PackedDataset(torch.utils.data.Dataset):
         """(B, 3, P, P) uint8 crops of ``idx`` on :attr:`device`."""
         if not self.resident:
             return torch.from_numpy(self._images[np.asarray(idx)]).to(self.device)
-        if self._dev_images is None:
-            self._dev_images = torch.from_numpy(np.ascontiguousarray(self._images)).to(self.device)
+        if self._dev_images is None:  # copied in chunks: no second full copy in host memory
+            dev = torch.empty(self._images.shape, dtype=torch.uint8, device=self.device)
+            for lo in range(0, len(dev), RESIDENT_COPY_ITEMS):
+                dev[lo:lo + RESIDENT_COPY_ITEMS] = torch.from_numpy(np.array(self._images[lo:lo + RESIDENT_COPY_ITEMS]))
+            self._dev_images = dev
         return self._dev_images[torch.as_tensor(idx, device=self.device)]
 
     def params(self, idx: list[int]) -> AugmentBatch | None:
