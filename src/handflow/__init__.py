@@ -15,20 +15,41 @@ Sub-packages follow the architecture:
 - :mod:`handflow.multihands` many plausible annotations per image
 - :mod:`handflow.training`  Lightning training
 - :mod:`handflow.cli`       the ``handflow`` command
+
+The top level (each with an example that runs as a doctest, ``tests/test_api.py``):
+:func:`load_model` (a checkpoint as a plain ``nn.Module`` predictor, no Lightning),
+:func:`predict`, :func:`predict_from_keypoints`, :func:`train`, :func:`evaluate`,
+:func:`synthesize`, :func:`load_hand_model`. Optional parts need extras (:mod:`handflow.extras`).
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
 
-__all__ = ["__version__", "predict", "predict_from_keypoints"]
+try:  # the one version source: pyproject.toml's [project] version, through the installed metadata
+    __version__ = _metadata.version("handflow")
+except _metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
+
+#: top-level name -> the module that defines it (imported on first use: ``import handflow`` stays light)
+_LAZY = {
+    "load_model": "handflow.predictor",
+    "predict": "handflow.inference",
+    "train": "handflow.api",
+    "evaluate": "handflow.api",
+    "synthesize": "handflow.api",
+    "load_hand_model": "handflow.api",
+    "predict_from_keypoints": "handflow.lifting",  # lifting 2D keypoints (docs/lifting.md)
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):  # lazy: keep ``import handflow`` light
-    if name == "predict":
-        from handflow.inference import predict
+    if name in _LAZY:
+        import importlib
 
-        return predict
-    if name == "predict_from_keypoints":  # lifting 2D keypoints (docs/lifting.md)
-        from handflow.lifting import predict_from_keypoints
-
-        return predict_from_keypoints
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'handflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -56,3 +56,11 @@ class MissingFileError(HandflowError, FileNotFoundError):
 
 
 __all__ += ["MissingFileError"]
+
+
+class MissingExtraError(HandflowError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it
+    (``install handflow[viz]``), see :mod:`handflow.extras`."""
+
+
+__all__ += ["MissingExtraError"]

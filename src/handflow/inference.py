@@ -1,8 +1,10 @@
 """Prediction on any image: ``handflow.predict(...)`` and the ``handflow predict`` command.
 
 For each image: the z = 0 estimate and N samples as parameters (218) and as camera-frame
-joints (42, 3) mm, optionally meshes. The backbone runs once per image; all samples reuse
-its feature (and the flow's cached context projection).
+joints (42, 3) mm, optionally meshes. Images are predicted in batches by a
+:class:`~handflow.predictor.Predictor` (no Lightning): each image is warped to its own crop, the
+backbone runs once per batch and all samples reuse its features (and the flow's cached
+context projection).
 
 Camera: without a box the whole image is the crop (padded to a square about its centre);
 without a focal length it defaults to ``DEFAULT_FOCAL_FACTOR × max(W, H)`` pixels (a ~53°
@@ -22,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ __all__ = ["predict", "Prediction", "Camera", "ImageJob", "PerImage", "DEFAULT_F
            "MIN_IMAGE_SIDE", "MAX_ASPECT", "MESH_FORMATS", "MANIFEST", "list_images", "expand_inputs", "output_names",
            "load_image", "image_size", "check_image", "check_image_size", "check_mesh_format", "check_samples",
            "check_focal", "check_principal", "check_box", "parse_camera", "global_camera", "read_camera_file",
-           "read_per_image", "plan_images", "predict_image", "iter_predictions", "write_prediction", "write_predictions",
-           "Manifest"]
+           "read_per_image", "plan_images", "crop_camera", "check_finite", "iter_predictions", "write_prediction",
+           "write_predictions", "Manifest", "DEFAULT_BATCH_SIZE", "check_batch_size"]
 
 DEFAULT_FOCAL_FACTOR = 1.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -53,6 +54,8 @@ MIN_IMAGE_SIDE = 16
 #: largest accepted ratio of an image's long side to its short side
 MAX_ASPECT = 8.0
 MESH_FORMATS = ("obj", "ply", "glb")
+#: images per backbone pass of ``handflow predict`` / :func:`predict`
+DEFAULT_BATCH_SIZE = 16
 #: the manifest written in the output folder: input path -> output name, status, reason
 MANIFEST = "index.csv"
 #: EXIF orientations (5-8) that swap width and height
@@ -106,6 +109,13 @@ def check_samples(samples: Any, name: str = "samples") -> int:
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 0:
         raise InputError(f"{name} must be a whole number >= 0 (0: the z = 0 estimate only), got {_show(samples)}")
     return int(samples)
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """Images per batch: an integer ≥ 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"{name} must be a whole number >= 1 (images per backbone pass), got {_show(batch_size)}")
+    return int(batch_size)
 
 
 def check_focal(value: Any, name: str = "focal") -> tuple[float, float]:
@@ -562,7 +572,8 @@ class ImageJob:
         source: the image file (None for a tensor input); name: its output name
             (:func:`output_names`); box: ``(x, y, w, h)`` or None (whole image); camera: its
             :class:`Camera`; image: a (3, H, W) tensor input; size: ``(W, H)`` as shown;
-            error: why it is skipped (set by :func:`plan_images`), else None.
+            error: why it is skipped (set by :func:`plan_images`), else None; tag: how
+            messages name a tensor input (default "the image tensor").
     """
 
     source: Path | None
@@ -572,15 +583,16 @@ class ImageJob:
     image: Tensor | None = None
     size: tuple[int, int] | None = None
     error: HandflowError | None = None
+    tag: str | None = None
 
     @property
     def label(self) -> str:
         """How messages name this input."""
-        return str(self.source) if self.source is not None else "the image tensor"
+        return str(self.source) if self.source is not None else self.tag or "the image tensor"
 
 
 def plan_images(
-    images: Sequence[str | Path] | str | Path | Tensor,
+    images: Sequence[str | Path] | str | Path | Tensor | Sequence[Tensor],
     bbox: Box | None = None,
     camera: Camera | None = None,
     boxes: Mapping[str, Any] | Sequence[Any] | None = None,
@@ -596,7 +608,8 @@ def plan_images(
 
     Args:
         images: files / folders (expanded by :func:`list_images`; a missing path raises
-            ``FileNotFoundError``) or one (3, H, W) tensor in [0, 1] (checked: InputError).
+            ``FileNotFoundError``), or tensors in [0, 1] (checked: InputError): one (3, H, W)
+            image, a (B, 3, H, W) batch or a list of (3, H_i, W_i) images.
         bbox: checked ``(x, y, w, h)`` for every image (:func:`check_box`).
         camera: the camera of images without their own (default: all defaults).
         boxes / cameras: per image, a mapping from file name or path (``photo.jpg``,
@@ -605,9 +618,10 @@ def plan_images(
             :func:`parse_camera` take them. ``names`` name them in messages.
     """
     camera = camera or Camera()
-    if isinstance(images, Tensor):
-        jobs = [ImageJob(None, output_names([None])[0], bbox, camera, image=check_image(images, "the image tensor"))]
-        paths: list[Path | None] = [None]
+    tensors = _tensor_images(images)
+    if tensors is not None:
+        paths: list[Path | None] = [None] * len(tensors)
+        jobs = [ImageJob(None, n, bbox, camera, image=t, tag=tag) for (t, tag), n in zip(tensors, output_names(paths))]
     else:
         paths = list(list_images(images))
         jobs = [ImageJob(p, n, bbox, camera) for p, n in zip(paths, output_names(paths))]
@@ -624,6 +638,19 @@ def plan_images(
         except HandflowError as e:
             job.error = e
     return jobs, sorted(set(unknown_boxes) | set(unknown_cameras))
+
+
+def _tensor_images(images: Any) -> list[tuple[Tensor, str]] | None:
+    """Tensor inputs as checked (3, H, W) images with their names in messages; None for paths."""
+    if isinstance(images, Tensor):
+        if images.dim() == 4:
+            return [(check_image(t, f"image tensor {b}"), f"image tensor {b}") for b, t in enumerate(images)]
+        if images.dim() != 3:
+            raise InputError(f"the image tensor must be a (3, H, W) RGB image or a (B, 3, H, W) batch, got {tuple(images.shape)}")
+        return [(check_image(images, "the image tensor"), "the image tensor")]
+    if isinstance(images, Sequence) and not isinstance(images, str) and images and all(isinstance(t, Tensor) for t in images):
+        return [(check_image(t, f"image tensor {b}"), f"image tensor {b}") for b, t in enumerate(images)]
+    return None
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -659,7 +686,7 @@ class Prediction:
     box: Tensor | None = None
 
 
-def _camera(W: int, H: int, camera: Camera, bbox: Box | None, size: int) -> tuple[Tensor, Tensor, Tensor, bool]:
+def crop_camera(W: int, H: int, camera: Camera, bbox: Box | None, size: int) -> tuple[Tensor, Tensor, Tensor, bool]:
     """Intrinsics of a W × H image and of its square crop.
 
     Returns:
@@ -673,7 +700,7 @@ def _camera(W: int, H: int, camera: Camera, bbox: Box | None, size: int) -> tupl
     return K, crop_intrinsics(K, box, size), box, focal_is_default
 
 
-def _check_finite(p: Prediction, label: str) -> None:
+def check_finite(p: Prediction, label: str) -> None:
     """Raise :class:`ModelOutputError` if any output of ``p`` is NaN or inf."""
     parts = {"z = 0 estimate": p.z0_params, "samples": p.sample_params, "z = 0 joints": p.z0_joints,
              "sample joints": p.sample_joints, **{f"{side} mesh": v for side, v in p.meshes.items()}}
@@ -683,88 +710,72 @@ def _check_finite(p: Prediction, label: str) -> None:
                                "written for it; the checkpoint has probably diverged (use an earlier one or retrain)")
 
 
-@torch.no_grad()
-def predict_image(module: Any, image: Tensor, camera: Camera, box: Box | None, samples: int, meshes: bool,
-                  generator: torch.Generator, path: Path | None = None) -> Prediction:
-    """One image (3, H, W) in [0, 1] -> :class:`Prediction` (z = 0 estimate and ``samples``
-    samples; ``samples = 0``: the estimate only), every output checked finite.
+def iter_predictions(model: Any, jobs: Sequence[ImageJob], samples: int, meshes: bool = False, seed: int = 0,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[ImageJob, Prediction | HandflowError]]:
+    """Predict planned jobs in batches of ``batch_size`` (one backbone pass each): yields, in job
+    order and as soon as a job's batch is done, ``(job, Prediction)``, or ``(job, error)`` for a
+    job planned with an error, an image that cannot be decoded (CorruptFileError), or a
+    non-finite output (ModelOutputError).
 
-    Raises:
-        ModelOutputError: a NaN or inf in the outputs."""
-    model, hand, size = module.model, module.hand_model, module.cfg.data.image_size
-    dev = next(model.parameters()).device
-    H, W = image.shape[1:]
-    K, Kc, sq, focal_is_default = _camera(W, H, camera, box, size)
-    crop = warp_to_crop(image, K, Kc, size)
-    res = model.predict(crop[None].to(dev), samples, generator)
-    z0, ys = res["z0"], res["samples"]
-    dec = decode_joints(torch.cat([z0[:, None], ys], 1), Kc[None].float().to(dev), size, hand, vertices=meshes)
-    J, verts = dec if meshes else (dec, {})
-    p = Prediction(path, z0[0].cpu(), ys[0].cpu(), J[0, 0].cpu(), J[0, 1:].cpu(), Kc.float(), crop, float(K[0, 0]),
-                   focal_is_default, {k: v[0].cpu() for k, v in verts.items()}, K, sq)
-    _check_finite(p, str(path) if path is not None else "the image tensor")
-    return p
+    ``model``: a :class:`~handflow.predictor.Predictor`, a checkpoint path or a loaded training
+    module. One sampling generator (``seed``) runs through the batches in order: an image's
+    samples depend on the seed and on its batch (docs/predict.md); the z = 0 estimate on neither."""
+    from handflow.predictor import as_predictor, load_job_images
 
-
-def iter_predictions(module: Any, jobs: Sequence[ImageJob], samples: int, meshes: bool = False, seed: int = 0,
-                     ) -> Iterator[tuple[ImageJob, Prediction | HandflowError]]:
-    """Predict planned jobs one at a time: yields ``(job, Prediction)``, or ``(job, error)``
-    for a job planned with an error, an image that cannot be decoded (CorruptFileError), or a
-    non-finite output (ModelOutputError). One sampling generator (``seed``) runs through the
-    jobs in order."""
-    module.eval()
+    batch_size = check_batch_size(batch_size)
+    predictor = as_predictor(model)
     g = torch.Generator().manual_seed(seed)
-    for job in jobs:
-        if job.error is not None:
-            yield job, job.error
-            continue
-        try:
-            img = job.image if job.image is not None else check_image(load_image(job.source), job.label)
-            yield job, predict_image(module, img, job.camera, job.box, samples, meshes, g, job.source)
-        except HandflowError as e:
-            yield job, e
-
-
-def _module(module: Any) -> Any:
-    """A loaded module, or one loaded from a checkpoint path."""
-    if isinstance(module, (str, Path)):
-        from handflow.training import load_checkpoint
-
-        module, _ = load_checkpoint(module)
-    return module
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        images = load_job_images(chunk)
+        ok = [i for i, im in enumerate(images) if isinstance(im, Tensor)]
+        results: dict[int, Prediction | HandflowError] = {}
+        if ok:
+            batch = predictor.predict_checked([images[i] for i in ok], [chunk[i].camera for i in ok], [chunk[i].box for i in ok],
+                                              samples, meshes, g, [chunk[i].source for i in ok])
+            for i, p in zip(ok, batch):
+                try:
+                    check_finite(p, chunk[i].label)
+                    results[i] = p
+                except ModelOutputError as e:
+                    results[i] = e
+        for i, job in enumerate(chunk):
+            res = results.get(i, images[i])
+            yield job, res  # type: ignore[misc]
 
 
 def predict(
-    module: Any,
-    images: Sequence[str | Path] | str | Path | Tensor,
+    model: Any,
+    images: Sequence[str | Path] | str | Path | Tensor | Sequence[Tensor],
     samples: int = 100,
     bbox: Any = None,
     focal: Any = None,
     meshes: bool = False,
     seed: int = 0,
-    chunk: int = 1024,
     *,
     principal: Any = None,
     K: Any = None,
     boxes: Mapping[str, Any] | Sequence[Any] | None = None,
     cameras: Mapping[str, Any] | Sequence[Any] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[Prediction]:
-    """Predict two-hand distributions.
+    """Predict two-hand distributions for images, in batches (no Lightning needed).
 
     Every argument and every image header is checked before the model is loaded or run;
     the first problem raises (one line naming it and the fix).
 
     Args:
-        module: a loaded :class:`~handflow.training.HandFlowModule` (see
-            :func:`handflow.training.load_checkpoint`) or a checkpoint path.
-        images: paths / folders, or a (3, H, W) float tensor in [0, 1].
-        samples: N ≥ 0 samples per image (0: the z = 0 estimate only).
+        model: a checkpoint path, a :class:`~handflow.predictor.Predictor`
+            (:func:`handflow.load_model`) or a loaded training module
+            (:func:`handflow.training.load_checkpoint`).
+        images: paths / folders, or float tensors in [0, 1]: one (3, H, W) image, a (B, 3, H, W)
+            batch or a list of (3, H_i, W_i) images.
+        samples: S ≥ 0 samples per image (0: the z = 0 estimate only).
         bbox: ``(x, y, w, h)`` box around both hands in image pixels (default: whole image).
         focal: focal length in pixels, ``f`` or ``(fx, fy)`` (default:
             ``DEFAULT_FOCAL_FACTOR × max(W, H)``).
         meshes: also return camera-frame vertices.
-        seed: sampling seed.
-        chunk: unused (kept for compatibility).
+        seed: sampling seed (one generator runs through the batches in order).
         principal: principal point ``(cx, cy)`` in pixels (default: the image centre).
         K: a 3 × 3 intrinsics matrix (or ``{"K": ...}`` / ``{"focal": ..., "princpt": ...}``)
             instead of ``focal`` / ``principal``.
@@ -772,26 +783,35 @@ def predict(
             ``bbox``); see :func:`plan_images`.
         cameras: per-image cameras: ``{file name or path: K | {"K"} | {"focal", "princpt"} |
             Camera}`` or one per image; their parts replace the global camera's.
+        batch_size: images per backbone pass.
 
     Returns:
-        one :class:`Prediction` per image.
+        one :class:`Prediction` per image (``z0_joints`` (42, 3), ``sample_joints`` (S, 42, 3) mm, ...).
 
     Raises:
         InputError: a bad argument, image tensor, size, box or principal point.
         CorruptFileError: an unreadable image. ModelOutputError: a non-finite output.
         FileNotFoundError: a missing path, or no images found.
+
+    >>> import torch, handflow
+    >>> from handflow.config import load_config
+    >>> from handflow.predictor import Predictor
+    >>> model = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"]))  # or "last.ckpt"
+    >>> preds = handflow.predict(model, torch.rand(3, 3, 80, 100), samples=5, focal=120.0, batch_size=2)
+    >>> len(preds), preds[0].sample_joints.shape, preds[0].K[0, 0].item()
+    (3, torch.Size([5, 42, 3]), 120.0)
     """
-    samples = check_samples(samples)
+    from handflow.predictor import warn_unknown_keys
+
+    samples, batch_size = check_samples(samples), check_batch_size(batch_size)
     box = None if bbox is None else check_box(bbox)
     jobs, unknown = plan_images(images, box, global_camera(focal, principal, K), boxes, cameras)
-    if unknown:
-        warnings.warn(f"per-image boxes / cameras name no input image: {', '.join(unknown[:5])}"
-                      + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""), stacklevel=2)
+    warn_unknown_keys(unknown)
     for job in jobs:
         if job.error is not None:
             raise job.error
     out = []
-    for _, res in iter_predictions(_module(module), jobs, samples, meshes, seed):
+    for _, res in iter_predictions(model, jobs, samples, meshes, seed, batch_size):
         if isinstance(res, HandflowError):
             raise res
         out.append(res)
@@ -808,7 +828,7 @@ def check_mesh_format(fmt: str | None, name: str = "meshes") -> str | None:
     try:
         import trimesh  # noqa: F401
     except ImportError:
-        raise InputError(f"{name} needs the trimesh package: pip install trimesh, or drop {name}") from None
+        raise InputError(f"{name} needs trimesh: install handflow[viz] (pip install 'handflow[viz]'), or drop {name}") from None
     return str(fmt).lower()
 
 

@@ -1,6 +1,8 @@
 """``handflow predict``: every option is checked and every image header read before the model
-loads; each readable image is predicted and written as soon as it is done; a skipped image is
-named with its reason (and in ``OUT/index.csv``) and makes the command exit 1 at the end.
+loads (:func:`handflow.load_model`, no Lightning); the images are predicted in batches of
+``--batch-size`` (one backbone pass each) and each result is written as soon as its batch is
+done; a skipped image is named with its reason (and in ``OUT/index.csv``) and makes the command
+exit 1 at the end.
 docs/predict.md describes the options, the per-image file and how output names map."""
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ def _floats(text: str | None, n: int, option: str, form: str) -> tuple[float, ..
 
 
 def _options(checkpoint: Path, out: Path, samples: int, bbox: str | None, focal: float | None, principal: str | None,
-             camera: Path | None, per_image: Path | None, meshes: str | None) -> _Options:
+             camera: Path | None, per_image: Path | None, meshes: str | None, batch_size: int) -> _Options:
     """Check every option (and read the camera and per-image files) before anything is written."""
     from handflow.errors import InputError
-    from handflow.inference import (check_box, check_mesh_format, check_samples, global_camera, read_camera_file,
-                                    read_per_image)
+    from handflow.inference import (check_batch_size, check_box, check_mesh_format, check_samples, global_camera,
+                                    read_camera_file, read_per_image)
 
     check_samples(samples, "--samples")
+    check_batch_size(batch_size, "--batch-size")
     box = _floats(bbox, 4, "--bbox", "x,y,w,h")
     cxy = _floats(principal, 2, "--principal", "cx,cy")
     fmt = check_mesh_format(meshes, "--meshes")
@@ -102,13 +105,14 @@ def predict(
                                                              "and camera; others use the global options (docs/predict.md)."),
     meshes: str = typer.Option(None, help="Also write meshes: obj, ply or glb."),
     html: bool = typer.Option(True, help="Write an interactive 3D HTML view per image."),
-    seed: int = typer.Option(0, help="Sampling seed."),
+    seed: int = typer.Option(0, help="Sampling seed (one generator runs through the batches in order)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per backbone pass; each batch is written when done."),
 ) -> None:
     """Predict the z = 0 estimate and samples for images; write arrays, figures and meshes."""
     from handflow.errors import HandflowError
     from handflow.inference import MANIFEST, Manifest, iter_predictions, write_prediction
 
-    opts = _options(checkpoint, out, samples, bbox, focal, principal, camera, per_image, meshes)
+    opts = _options(checkpoint, out, samples, bbox, focal, principal, camera, per_image, meshes, batch_size)
     jobs, missing, unknown = _plan(images, opts)
     if unknown:
         more = f" and {len(unknown) - _SHOWN_UNKNOWN} more" if len(unknown) > _SHOWN_UNKNOWN else ""
@@ -125,15 +129,15 @@ def predict(
     manifest.write()
     todo = [job for job in jobs if job.error is None]
     if todo:
-        from handflow.training import load_checkpoint
+        from handflow.predictor import load_model
 
-        module, _ = load_checkpoint(checkpoint)
-        for job, res in iter_predictions(module, todo, samples, meshes=opts.meshes is not None, seed=seed):
+        predictor = load_model(checkpoint)
+        for job, res in iter_predictions(predictor, todo, samples, opts.meshes is not None, seed, batch_size):
             if isinstance(res, HandflowError):
                 _skip(manifest, job.label, job.name, str(res))
                 manifest.write()
                 continue
-            line = write_prediction(res, job.name, out, module, opts.meshes, html)
+            line = write_prediction(res, job.name, out, predictor, opts.meshes, html)
             manifest.set(job.label, job.name, "ok")
             typer.echo(line)
     skipped = sum(row["status"] == "skipped" for row in manifest.rows.values())

@@ -15,9 +15,9 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from handflow.config import Config, check_hardware, saved_config
-from handflow.errors import HandflowError
+from handflow.config import Config, check_hardware
 from handflow.models import model_class
+from handflow.models.checkpoint import CheckpointMismatch, load_state, read_checkpoint, stored_config
 from handflow.safeio import load_torch_file
 from handflow.training.module import HandFlowModule
 
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 #: start of Lightning's warning on a resume from a mid-epoch checkpoint with a plain DataLoader
 #: (``training_epoch_loop.py``): untrue for our runs, which :class:`MidEpochResume` re-aligns exactly
 _LIGHTNING_MID_EPOCH_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
-
-
-class CheckpointMismatch(HandflowError, ValueError):
-    """A checkpoint was built with another configuration or hand model than requested."""
 
 
 class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
@@ -237,14 +233,6 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
-def _stored_config(ck: Any, path: str | Path) -> Config:
-    """The config stored in a loaded checkpoint ``ck`` (Lightning's ``hyper_parameters``)."""
-    hp = ck.get("hyper_parameters") if isinstance(ck, dict) else None
-    if not isinstance(hp, dict) or not isinstance(hp.get("config"), dict):
-        raise CheckpointMismatch(f"{path} is not a handflow checkpoint (no stored config)")
-    return saved_config(hp["config"])
-
-
 def check_compatible(path: str | Path, cfg: Config) -> None:
     """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ, or
     when it cannot resume training (a weights-only ``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``).
@@ -253,7 +241,7 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
         MissingFileError, UnsafeFileError, CorruptFileError: see :func:`handflow.safeio.load_torch_file`.
     """
     ck = load_torch_file(path)
-    saved = _stored_config(ck, path)
+    saved = stored_config(ck, path)
     if "optimizer_states" not in ck:
         raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
                                  f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
@@ -285,14 +273,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_mod
         CorruptFileError: empty, truncated or not a torch file.
         CheckpointMismatch: not a handflow checkpoint, or ``expect_hand_model`` differs from the checkpoint's.
     """
-    p = Path(path)
-    ck = load_torch_file(p, map_location=map_location)
-    cfg = _stored_config(ck, p)
-    if expect_hand_model is not None and cfg.data.hand_model != expect_hand_model:
-        raise CheckpointMismatch(f"{p} uses hand model {cfg.data.hand_model!r}, expected {expect_hand_model!r}")
+    ck, cfg = read_checkpoint(path, map_location, expect_hand_model)
     module = HandFlowModule(cfg)
-    missing, unexpected = module.load_state_dict(ck["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatch(f"{p} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_state(module, ck["state_dict"], path)
     module.eval()
     return module, cfg
