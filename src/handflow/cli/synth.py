@@ -32,6 +32,11 @@ def synth(
     splits: str = typer.Option("train,val,test", help="Comma-separated splits (80/10/10 % of frames)."),
     test_frames: int = typer.Option(None, min=1, help="Frames of the test split instead of its 10 % share "
                                     "(train and val stay the same: a bigger test set for the same training data)."),
+    train_cameras: int = typer.Option(None, min=1, help="Cameras per capture of the train split (default --cameras): "
+                                      "fewer views per frame, more distinct poses for the same images."),
+    val_cameras: int = typer.Option(None, min=1, help="Cameras per capture of the val split (default --cameras)."),
+    test_cameras: int = typer.Option(None, min=1, help="Cameras per capture of the test split (default --cameras; "
+                                     "view selection wants many, e.g. 12)."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each renders on its own)."),
     merge_only: bool = typer.Option(False, "--merge", help="Only merge existing shards into the final files."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -49,7 +54,8 @@ def synth(
 
     split_t = tuple(s.strip() for s in splits.split(",") if s.strip())
     config = SynthConfig(frames=frames, cameras=cameras, image_size=image_size, seed=seed,
-                         hand_model=hand_model, splits=split_t, test_frames=test_frames)
+                         hand_model=hand_model, splits=split_t, test_frames=test_frames,
+                         train_cameras=train_cameras, val_cameras=val_cameras, test_cameras=test_cameras)
     if merge_only:
         if overwrite:
             raise typer.BadParameter("--overwrite regenerates the dataset; --merge only merges existing shards: "

@@ -91,7 +91,7 @@ def process_sequence(plan, config, backends, root: Path, renderer: Any, timers: 
     betas = subject_betas(seed, plan.subject)
     g_subj = stream(seed, "subject-skin", plan.subject)
     tones = {s: backends.random_skin_tone(g_subj) for s in SIDES}
-    cams: list[Camera] = dome_cameras(config.cameras, S, stream(seed, split, "capture", plan.capture))
+    cams: list[Camera] = dome_cameras(config.cameras_for(split), S, stream(seed, split, "capture", plan.capture))
     seq = sample_sequence(plan.length, model, backends.collide, {s: betas for s in SIDES},
                           stream(seed, split, "sequence", plan.index), template=plan.template)
     t1 = time.perf_counter()
@@ -172,7 +172,7 @@ def process_sequence(plan, config, backends, root: Path, renderer: Any, timers: 
             timers["encoding"] = timers.get("encoding", 0.0) + tc - tb
             rel = image_rel_path(plan.capture, plan.seq_name, cam.name, frame_idx)
             atomic_write_bytes(Path(root) / "images" / split / rel, jpeg)
-            image_id = gframe * config.cameras + ci
+            image_id = gframe * config.id_stride + ci
             res.images.append({"id": image_id, "file_name": rel, "width": S, "height": S, "capture": plan.capture,
                                "subject": plan.subject, "seq_name": plan.seq_name, "camera": cam.name,
                                "frame_idx": frame_idx})

@@ -12,7 +12,9 @@ split that many frames instead of its share, leaving the plan of train and val u
 a bigger test set can be drawn for the same training data), each split is cut into
 sequences of 5–20 frames, sequences are grouped into captures of at most
 ``CAPTURE_MAX_FRAMES`` frames, and each capture is one subject (so splits have disjoint
-captures *and* subjects). Sequence ``k`` belongs to shard ``k mod n``.
+captures *and* subjects). Sequence ``k`` belongs to shard ``k mod n``. Each capture of a
+split is seen by ``cameras_for(split)`` cameras (``--train-cameras`` etc., default ``cameras``):
+few views per training frame give many more distinct poses for the same number of images.
 
 Reruns (:mod:`handflow.data.synth.rerun`): the settings are recorded in the output before
 any image; the same settings resume, other settings are refused unless ``overwrite``.
@@ -61,12 +63,36 @@ class SynthConfig:
     splits: tuple[str, ...] = ("train", "val", "test")
     format_version: int = FORMAT_VERSION
     test_frames: int | None = None  # frames of the test split instead of its share of ``frames``
+    # cameras per capture of one split instead of ``cameras`` (None, or equal to ``cameras``: the same dataset)
+    train_cameras: int | None = None
+    val_cameras: int | None = None
+    test_cameras: int | None = None
+
+    def __post_init__(self) -> None:
+        for s in SPLIT_FRACTIONS:
+            c = getattr(self, f"{s}_cameras")
+            if c is not None and c < 1:
+                raise ValueError(f"--{s}-cameras must be at least 1, got {c}")
+            if c == self.cameras:  # the default spelled out: same settings, same bytes
+                object.__setattr__(self, f"{s}_cameras", None)
+
+    def cameras_for(self, split: str) -> int:
+        """Cameras per capture of ``split`` (its ``<split>_cameras``, else ``cameras``)."""
+        c = getattr(self, f"{split}_cameras", None)
+        return self.cameras if c is None else int(c)
+
+    @property
+    def id_stride(self) -> int:
+        """``image_id = global_frame · id_stride + camera_index``: the largest camera count, so
+        ids stay unique (``cameras`` when no split has its own count)."""
+        return max(self.cameras_for(s) for s in SPLIT_FRACTIONS)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["splits"] = list(self.splits)
-        if self.test_frames is None:  # datasets written before the option have no such key
-            del d["test_frames"]
+        for k in ("test_frames", *(f"{s}_cameras" for s in SPLIT_FRACTIONS)):
+            if d[k] is None:  # datasets written before the option have no such key
+                del d[k]
         return d
 
     @classmethod
@@ -289,7 +315,7 @@ def generate(
     if not skipped:
         plan = [p for p in make_plan(config) if p.index % n == i]
         parts = {s: _empty_part(config, shard) for s in config.splits}
-        total = sum(p.length for p in plan) * config.cameras
+        total = sum(p.length * config.cameras_for(p.split) for p in plan)
         bar = _progress(total, f"synth {i}/{n}", progress)
         if workers > 1 and backends is None:
             import multiprocessing as mp
@@ -300,7 +326,7 @@ def generate(
                 for p, (res, tm) in zip(plan, results):
                     _add(parts[p.split], res)
                     _merge_timers(timers, tm)
-                    bar.update(p.length * config.cameras)
+                    bar.update(p.length * config.cameras_for(p.split))
         else:
             torch.set_num_threads(1)
             bk = backends if backends is not None else default_backends(config.hand_model, mano_path)
@@ -309,10 +335,10 @@ def generate(
                 res = frames.process_sequence(p, config, bk, root, renderer, timers)
                 res.capture = p.capture  # type: ignore[attr-defined]
                 _add(parts[p.split], res)
-                bar.update(p.length * config.cameras)
+                bar.update(p.length * config.cameras_for(p.split))
         bar.close()
         for p in plan:  # cameras of every capture this shard touched
-            cams = dome_cameras(config.cameras, config.image_size, stream(config.seed, p.split, "capture", p.capture))
+            cams = dome_cameras(config.cameras_for(p.split), config.image_size, stream(config.seed, p.split, "capture", p.capture))
             parts[p.split]["camera"][str(p.capture)] = frames.camera_json(cams)
         for s in config.splits:
             n_images += len(parts[s]["images"])
@@ -379,6 +405,8 @@ def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
         "frames": sum(p["frames"] for p in per_split.values()),
         "images": images,
         "cameras": config.cameras,
+        **({"cameras_per_split": {s: config.cameras_for(s) for s in config.splits}}
+           if any(getattr(config, f"{s}_cameras") is not None for s in SPLIT_FRACTIONS) else {}),
         "image_size": config.image_size,
         "seed": config.seed,
         "hand_model": config.hand_model,

@@ -94,7 +94,7 @@ def dataset_files(root: Path, config: SynthConfig, shard_parts: list[Path] | Non
 
     root = Path(root)
     files = [root / "images" / p.split / image_rel_path(p.capture, p.seq_name, camera_name(k), p.frame_start + f)
-             for p in make_plan(config) for f in range(p.length) for k in range(config.cameras)]
+             for p in make_plan(config) for f in range(p.length) for k in range(config.cameras_for(p.split))]
     for s in config.splits:
         files += split_files(root, s).values()
     if shard_parts is None:
