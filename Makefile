@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=24,<27"
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[all,test]'
 	@touch $@
 
 # EGL/OpenGL runtime for the moderngl renderer (the pure-PyTorch renderer works without it).

@@ -51,6 +51,11 @@ class Renderer:
 
                 self._gl = GLRasterizer(self.width, self.height)
             except Exception as e:  # noqa: BLE001
+                if backend == "gl" and isinstance(e, ImportError) and e.name == "moderngl":
+                    from handflow.errors import MissingExtraError
+
+                    raise MissingExtraError("backend='gl' needs moderngl: install handflow[render] (pip install "
+                                            "'handflow[render]') or use backend='torch'", name="moderngl") from None
                 if backend == "gl":
                     raise RuntimeError(
                         f"the moderngl/EGL renderer is unavailable ({type(e).__name__}: {e}); install the EGL/Mesa "

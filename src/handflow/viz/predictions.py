@@ -3,7 +3,11 @@
 * :func:`plot_prediction`: the input crop with the projected z = 0 estimate and the samples
   (they must agree on visible joints), then the samples from two novel views superimposed,
   joints coloured by their per-joint spread (mm).
-* :func:`write_samples_html`: an interactive 3D view (plotly, self-contained HTML).
+* :func:`write_samples_html`: an interactive 3D view (plotly); the plotly.js library (5 MB) is
+  written once per output folder (:data:`PLOTLY_JS`) and linked, not embedded in every page.
+
+Needs ``handflow[viz]`` (matplotlib, plotly): a missing one is a one-line
+:class:`~handflow.errors.MissingExtraError` naming the extra.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import torch
 from torch import Tensor
 
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
+from handflow.extras import require
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
 
 __all__ = ["plot_prediction", "plot_skeleton_set", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton",
-           "NOVEL_VIEWS"]
+           "NOVEL_VIEWS", "PLOTLY_JS", "write_plotly_js"]
 
 HAND_COLORS = ("#e4572e", "#2e86ab")  # right, left
+#: the plotly.js library written next to the HTML views (one copy per folder)
+PLOTLY_JS = "plotly.min.js"
 
 
 def novel_view(points: Tensor, yaw_deg: float, pitch_deg: float = 0.0, center: Tensor | None = None) -> Tensor:
@@ -80,8 +87,7 @@ def plot_skeleton_set(
         bold_in_camera: also project ``bold`` into the image; annotate_camera: optional
         ``f(ax)`` adding markers to the image panel.
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", "viz", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -161,16 +167,31 @@ def plot_prediction(
                              annotate_camera=None if gt is None else ground_truth)
 
 
+def write_plotly_js(folder: str | Path) -> Path:
+    """``folder/plotly.min.js`` from the installed plotly package (no network), written once:
+    an existing file of the same size is kept. Returns its path."""
+    plotly_offline = require("plotly.offline", "viz", "HTML views")
+    path = Path(folder) / PLOTLY_JS
+    js = plotly_offline.get_plotlyjs().encode("utf-8")
+    if not path.is_file() or path.stat().st_size != len(js):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(js)
+        tmp.replace(path)
+    return path
+
+
 def write_samples_html(z0: Tensor, samples: Tensor, path: str | Path, max_drawn: int = 100) -> Path:
     """Interactive 3D view of the samples (thin) and the z = 0 estimate (bold), camera frame.
 
     Args:
         z0: (42, 3) mm.
         samples: (S, 42, 3) mm.
-        path: output ``.html`` (self-contained apart from the plotly.js bundle, which is
-            embedded so it works offline).
+        path: output ``.html``; it loads ``plotly.min.js`` from its own folder (written there
+            once, :func:`write_plotly_js`), so a folder of views holds one copy of the library
+            and works offline; move the folder, not a single page.
     """
-    import plotly.graph_objects as go
+    go = require("plotly.graph_objects", "viz", "HTML views")
 
     z0 = z0.detach().cpu().double().numpy()
     samples = samples.detach().cpu().double().numpy()[:max_drawn]
@@ -199,5 +220,6 @@ def write_samples_html(z0: Tensor, samples: Tensor, path: str | Path, max_drawn:
                       title=f"{len(samples)} samples (camera frame, mm)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True)
+    write_plotly_js(path.parent)
+    fig.write_html(path, include_plotlyjs=PLOTLY_JS)  # a relative <script src>
     return path

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS, NUM_JOINTS
+from handflow.extras import require
 
 __all__ = ["plot_item", "HAND_COLORS"]
 
@@ -47,8 +48,7 @@ def plot_item(item: dict[str, Any], path: str | Path, title: str = "") -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", "viz", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
