@@ -7,7 +7,10 @@ Both sides run the `cpu` preset's training step (ResNet-18, 128 px, batch 32: fo
 losses, backward, gradient clipping, fused AdamW) on the same model; only the loader differs.
 Blocks of ``--steps`` steps alternate between the sides (the order flips every repeat, the
 first ``WARMUP_STEPS`` of a block are not timed, so batches a worker prefetched while the
-other side ran do not count); the median steps/s of each side and their ratio are printed.
+other side ran do not count); the median steps/s of each side and their ratio are printed,
+and the CPU seconds per step (training process and loader workers together): on a machine
+shared with other jobs, the kernel's fair share gives a side with more threads more CPU,
+which the wall-clock rate hides and the CPU cost does not.
 Without ``--data``, a small synthetic set (256 px images, as docs/training.md) is made in a
 temporary folder; without ``--store`` it is packed there.
 """
@@ -15,33 +18,61 @@ temporary folder; without ``--store`` it is packed there.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 #: steps of each block that are not timed (prefetched batches, first-batch effects)
 WARMUP_STEPS = 2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: synthetic set made when --data is not given: 120 frames x 4 cameras at 256 px (~380 training images)
 DEFAULT_SYNTH = dict(frames=120, cameras=4, image_size=256, seed=0)
 
 
-def _endless(make_loader: Any) -> Iterator[dict]:
-    """Batches forever: a new epoch (iterator) when one ends."""
-    epoch = 0
-    while True:
-        loader = make_loader()
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+class Batches:
+    """Batches forever (a new epoch when one ends), with the CPU time of the loader's workers."""
+
+    def __init__(self, make_loader: Any) -> None:
+        self.make, self.epoch, self.it = make_loader, 0, None
+
+    def __next__(self) -> dict:
+        while True:
+            if self.it is None:
+                loader = self.make()
+                sampler = getattr(loader, "sampler", None)
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(self.epoch)
+                self.it = iter(loader)
+            try:
+                return next(self.it)
+            except StopIteration:
+                self.it, self.epoch = None, self.epoch + 1
+
+    def live_worker_cpu(self) -> float:
+        """CPU seconds of this loader's running workers (from /proc; 0 without workers)."""
+        total = 0.0
+        for w in getattr(self.it, "_workers", []):
+            try:
+                fields = open(f"/proc/{w.pid}/stat").read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
 
-def _step(module: Any, opt: torch.optim.Optimizer, batch: dict, clip: float) -> float:
+def cpu_seconds(sides: dict[str, Batches]) -> float:
+    """CPU seconds of this process, its finished children and the live loader workers."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime + sum(b.live_worker_cpu() for b in sides.values())
+
+
+def _step(module: Any, opt: torch.optim.Optimizer, batch: dict, clip: float) -> None:
     module.train()
     loss, _, _ = module.compute_losses(batch)
     opt.zero_grad(set_to_none=True)
@@ -49,17 +80,18 @@ def _step(module: Any, opt: torch.optim.Optimizer, batch: dict, clip: float) -> 
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
     opt.step()
-    return float(loss)
 
 
-def _block(module: Any, opt: torch.optim.Optimizer, it: Iterator[dict], steps: int, clip: float) -> float:
-    """Steps/s over ``steps`` timed steps after ``WARMUP_STEPS`` untimed ones."""
+def _block(module: Any, opt: torch.optim.Optimizer, sides: dict[str, Batches], name: str, steps: int,
+           clip: float) -> tuple[float, float]:
+    """(steps/s, CPU seconds per step) over ``steps`` timed steps after ``WARMUP_STEPS`` untimed ones."""
+    it = sides[name]
     for _ in range(WARMUP_STEPS):
         _step(module, opt, next(it), clip)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds(sides)
     for _ in range(steps):
         _step(module, opt, next(it), clip)
-    return steps / (time.perf_counter() - t0)
+    return steps / (time.perf_counter() - t0), (cpu_seconds(sides) - c0) / steps
 
 
 def main() -> None:
@@ -81,7 +113,7 @@ def main() -> None:
     from handflow.training.module import HandFlowModule
     from handflow.training.train import fit_normalizer
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train_step_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_step_")) if a.data is None or a.store is None else None
     data = a.data
     if data is None:
         from handflow.data.synth.generate import SynthConfig, generate
@@ -104,23 +136,29 @@ def main() -> None:
     fit_normalizer(module, today.dataset("train"), seed=cfg.train.seed)
     opt_cfg = module.configure_optimizers()
     opt = opt_cfg["optimizer"] if isinstance(opt_cfg, dict) else opt_cfg
-    sides = {f"JPEG + per-sample augmentation ({workers} worker{'s' if workers != 1 else ''})": _endless(today.train_dataloader),
-             f"packed + batched augmentation ({a.packed_workers} workers)": _endless(packed.train_dataloader)}
+    sides = {f"JPEG + per-sample augmentation ({workers} worker{'s' if workers != 1 else ''})": Batches(today.train_dataloader),
+             f"packed + batched augmentation ({a.packed_workers} worker{'s' if a.packed_workers != 1 else ''})":
+                 Batches(packed.train_dataloader)}
     rates: dict[str, list[float]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
     print(f"{a.config} preset: {cfg.model.backbone}, {cfg.data.image_size} px, batch {cfg.data.batch_size}, "
           f"{a.threads} threads; {a.repeats} blocks of {a.steps} steps per side")
     names = list(sides)
     for r in range(a.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            rates[name].append(_block(module, opt, sides[name], a.steps, cfg.train.grad_clip))
-            print(f"  repeat {r}: {name}: {rates[name][-1]:.3f} steps/s", flush=True)
+            sps, cps = _block(module, opt, sides, name, a.steps, cfg.train.grad_clip)
+            rates[name].append(sps)
+            cpu[name].append(cps)
+            print(f"  repeat {r}: {name}: {sps:.3f} steps/s, {cps:.2f} CPU-s/step", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     print()
-    print(f"| loader | steps/s (median of {a.repeats}) | images/s | all blocks |")
-    print("|---|---|---|---|")
+    print(f"| loader | steps/s (median of {a.repeats}) | images/s | CPU-s per step (median) | steps/s of every block |")
+    print("|---|---|---|---|---|")
     for k, v in med.items():
-        print(f"| {k} | {v:.3f} | {v * cfg.data.batch_size:.1f} | {', '.join(f'{x:.2f}' for x in rates[k])} |")
-    print(f"\nratio packed / JPEG: {med[names[1]] / med[names[0]]:.2f}x")
+        print(f"| {k} | {v:.3f} | {v * cfg.data.batch_size:.1f} | {mcpu[k]:.2f} | {', '.join(f'{x:.2f}' for x in rates[k])} |")
+    print(f"\nratio packed / JPEG: {med[names[1]] / med[names[0]]:.2f}x steps/s, "
+          f"{mcpu[names[0]] / mcpu[names[1]]:.2f}x fewer CPU-seconds per step")
 
 
 if __name__ == "__main__":

@@ -190,3 +190,38 @@ def test_packed_refuses_multihands_and_other_sizes(tiny_data, store, tmp_path):
     cfg = tiny_cfg(tiny_data, tmp_path, 1, **{"data.packed": str(store), "data.image_size": 32})
     with pytest.raises(PackedStoreError, match="--image-size 32"):
         InterHandDataModule.from_config(cfg).dataset("train")
+
+
+@pytest.mark.slow
+def test_gpu_train_script_cpu_smoke(tmp_path):
+    """benchmarks/gpu_train.sh --cpu-smoke: every stage with tiny sizes on the CPU; the weights
+    come back from pieces of at most the given size and reproduce the trained model."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_train.sh"), "--cpu-smoke", "--piece-mib", "2",
+                        "--minutes", "0.2"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["stages"]) == {"synth", "pack", "throughput", "train", "evaluate"}
+    assert m["stages"]["synth"]["settings"]["train_cameras"] == 1
+    assert {t["preset"] for t in m["stages"]["throughput"]["results"]} == {"cpu", "paper"}
+    assert all(t["images_per_s"] > 0 and t["device"] == m["device"] for t in m["stages"]["throughput"]["results"])
+    ev = m["stages"]["evaluate"]
+    assert ev["images"] > 0 and ev["z0_rr_mm"] > 0 and ev["mean_pose_rr_mm"] > 0
+    pieces = sorted((out / "weights").glob("weights-*.pt"))
+    assert len(pieces) > 1 and all(p.stat().st_size <= 2 * 2**20 for p in pieces)
+    assert not (out / "work").exists()
+    sys.path.insert(0, str(repo / "benchmarks"))
+    try:
+        from gpu_train import load_weights
+    finally:
+        sys.path.pop(0)
+    module = load_weights(out / "weights")
+    assert module.cfg.data.packed is not None and module.cfg.data.image_size == 64

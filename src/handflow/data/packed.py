@@ -447,6 +447,15 @@ class PackedDataset(torch.utils.data.Dataset):
         """Change the augmentation stream (called by the sampler each epoch)."""
         self.epoch = int(epoch)
 
+    def place(self, device: str | torch.device, channels_last: bool | None = None) -> PackedDataset:
+        """Gather and augment on ``device`` from now on (resident there unless it is the CPU);
+        ``channels_last`` (default: on CUDA) for the images."""
+        dev = torch.device(device)
+        if dev != self.device:
+            self.device, self._dev_images, self.resident = dev, None, dev.type != "cpu" or self.resident
+        self.channels_last = dev.type == "cuda" if channels_last is None else bool(channels_last)
+        return self
+
     def _crops(self, idx: list[int]) -> Tensor:
         """(B, 3, P, P) uint8 crops of ``idx`` on :attr:`device`."""
         if not self.resident:
@@ -493,8 +502,8 @@ class PackedDataModule(InterHandDataModule):
     """``InterHandDataModule`` that reads every split found in the packed store ``packed``
     (``data.packed``) and the others from the dataset. On a GPU trainer the store is copied to
     the device and augmented there (``num_workers`` is then 0) and the images are
-    channels-last; on the CPU the crops are gathered from the memory map and augmented in the
-    loader (worker or main process)."""
+    channels-last (pair it with a channels-last model); on the CPU the crops are gathered from
+    the memory map and augmented in the loader (worker or main process)."""
 
     def __init__(self, *args: Any, packed: str | Path | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -518,9 +527,8 @@ class PackedDataModule(InterHandDataModule):
 
     def dataset(self, split: str) -> Any:
         if split not in self._ds and (self.packed / split / META_FILE).is_file():
-            dev = self._device()
             self._ds[split] = PackedDataset(self.packed, split, augment=self.augment and split == "train", seed=self.seed,
-                                            root=self.root, device=dev, channels_last=dev.type == "cuda")
+                                            root=self.root)
             if self._ds[split].size != self.size:
                 raise PackedStoreError(f"{self.packed}/{split} holds {self._ds[split].size} px crops but data.image_size "
                                        f"is {self.size}: pack with --image-size {self.size}")
@@ -532,6 +540,7 @@ class PackedDataModule(InterHandDataModule):
             return super()._loader(split, shuffle)
         from torch.utils.data import DataLoader
 
+        ds.place(self._device())  # the trainer's device: known only now (fit_normalizer read the dataset before)
         workers = 0 if ds.device.type != "cpu" else self.num_workers
         sampler = EpochShuffleSampler(ds, self.seed) if shuffle else None
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_packed,
