@@ -94,6 +94,32 @@ def _block(module: Any, opt: torch.optim.Optimizer, sides: dict[str, Batches], n
     return steps / (time.perf_counter() - t0), (cpu_seconds(sides) - c0) / steps
 
 
+def loader_only(today: Any, packed: Any, batches: int, repeats: int, batch_size: int) -> None:
+    """Seconds per batch of each loader alone, in this process (no workers, this process's
+    threads), interleaved ``repeats`` times; medians and their ratio."""
+    import copy
+
+    sides = {"JPEG + per-sample augmentation": today, "packed + batched augmentation": packed}
+    per: dict[str, list[float]] = {k: [] for k in sides}
+    for r in range(repeats):
+        for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            dm = copy.copy(sides[name])
+            dm.num_workers = 0
+            it = iter(dm.train_dataloader())
+            next(it)
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                next(it)
+            per[name].append((time.perf_counter() - t0) / batches)
+    med = {k: statistics.median(v) for k, v in per.items()}
+    print(f"\n| loader alone (main process, no workers) | s per batch (median of {repeats}) | images/s |")
+    print("|---|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v:.3f} | {batch_size / v:.0f} |")
+    a, b = med.values()
+    print(f"\nloader alone: packed {a / b:.1f}x faster")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="dataset root (default: a small synthetic set in a temporary folder)")
@@ -104,6 +130,7 @@ def main() -> None:
     ap.add_argument("--packed-workers", type=int, default=0, help="loader workers of the packed side (default 0)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per block")
     ap.add_argument("--repeats", type=int, default=5, help="blocks per side")
+    ap.add_argument("--loader-batches", type=int, default=8, help="batches per side of the loader-only measurement (0: none)")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     a = ap.parse_args()
 
@@ -150,6 +177,8 @@ def main() -> None:
             rates[name].append(sps)
             cpu[name].append(cps)
             print(f"  repeat {r}: {name}: {sps:.3f} steps/s, {cps:.2f} CPU-s/step", flush=True)
+    if a.loader_batches:
+        loader_only(today, packed, a.loader_batches, a.repeats, cfg.data.batch_size)
     med = {k: statistics.median(v) for k, v in rates.items()}
     mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     print()

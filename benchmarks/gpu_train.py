@@ -99,7 +99,8 @@ def save_weights(module: torch.nn.Module, cfg: Any, folder: Path, piece_mib: flo
         t = t.detach().cpu()
         if name in params and t.is_floating_point():
             t = t.half()
-        rows = max(1, limit // max(1, t[0].numel() * t.element_size())) if t.dim() and t.numel() * t.element_size() > limit else None
+        too_big = t.dim() > 0 and t.numel() * t.element_size() > limit
+        rows = max(1, limit // max(1, t[0].numel() * t.element_size())) if too_big else None
         parts = list(t.split(rows)) if rows else [t]
         entries[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "parts": []}
         for k, p in enumerate(parts):
@@ -255,13 +256,15 @@ def evaluate(module: Any, store: Path, data: Path, limit: int | None, device: to
     out = {}
     for k, v in err.items():
         e = torch.cat(v)
-        out[f"{'mean_pose' if k.startswith('mean') else 'z0'}_{k.removeprefix('mean_')}_mm"] = round(float(e[e.isfinite()].mean()), 2)
+        name = f"{'mean_pose' if k.startswith('mean') else 'z0'}_{k.removeprefix('mean_')}_mm"
+        out[name] = round(float(e[e.isfinite()].mean()), 2)
     return {"images": n, **out}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")), help="results (default $OUT or ./gpu_out)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")),
+                    help="results (default $OUT or ./gpu_out)")
     ap.add_argument("--work", type=Path, default=None, help="data and stores (default OUT/work, deleted unless --keep-work)")
     ap.add_argument("--minutes", type=float, default=6.0, help="wall time of the training stage")
     ap.add_argument("--train-config", default="cpu", help="preset trained in the training stage (cpu or paper)")
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     # 4. training for a fixed wall time; the weights written while it runs
     t0 = time.perf_counter()
     ChannelsLast, StepTimer, SaveEvery = _callbacks()
-    same = [r for r in tp if r["preset"] == a.train_config and r["batch"] == load_config(a.train_config, P["overrides"]).data.batch_size]
+    batch = load_config(a.train_config, P["overrides"]).data.batch_size
+    same = [r for r in tp if r["preset"] == a.train_config and r["batch"] == batch]
     sps = same[0]["steps_per_s"] if same and math.isfinite(same[0]["steps_per_s"]) else None
     steps = max(1, int(sps * a.minutes * 60 * SCHEDULE_FILL)) if sps else 100000
     if a.cpu_smoke:
@@ -337,14 +341,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(module: Any, step: int) -> None:
         idx = save_weights(module, cfg, out / "weights", a.piece_mib)
+        largest = max((out / "weights" / f).stat().st_size for f in idx["files"]) / 2**20
         rep.data["weights"] = {"step": step, "files": idx["files"], "piece_mib": a.piece_mib,
-                               "largest_piece_mib": round(max((out / "weights" / f).stat().st_size for f in idx["files"]) / 2**20, 2)}
+                               "largest_piece_mib": round(largest, 2)}
         rep.save()
 
     timer = StepTimer(0)
     _fit(cfg, [ChannelsLast(), timer, SaveEvery(a.save_every, save)])
     rep.stage("train", time.perf_counter() - t0, preset=a.train_config, planned_steps=steps, steps=timer.s0 + timer.steps,
-              minutes=a.minutes, images_per_s=round((timer.steps * cfg.data.batch_size) / timer.seconds, 1) if timer.seconds else None,
+              minutes=a.minutes,
+              images_per_s=round(timer.steps * cfg.data.batch_size / timer.seconds, 1) if timer.seconds else None,
               device=rep.data["device"])
 
     # 5. evaluation of the saved weights (what a cut session leaves behind)

@@ -192,6 +192,20 @@ def test_packed_refuses_multihands_and_other_sizes(tiny_data, store, tmp_path):
         InterHandDataModule.from_config(cfg).dataset("train")
 
 
+def test_pack_cli(tiny_data, store, tmp_path):
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+
+    r = CliRunner().invoke(app, ["pack", "--data", str(tiny_data), "--out", str(tmp_path), "--split", "train,val",
+                                 "--image-size", str(SIZE), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "train: 16 crops of 96 px" in r.output and (tmp_path / "val" / "meta.json").is_file()
+    assert (tmp_path / "train" / "images.u8").read_bytes() == (store / "train" / "images.u8").read_bytes()
+    r = CliRunner().invoke(app, ["pack", "--data", str(tiny_data), "--out", str(tmp_path), "--image-size", "32", "--no-progress"])
+    assert r.exit_code != 0 and "image_size=64" in r.output
+
+
 @pytest.mark.slow
 def test_gpu_train_script_cpu_smoke(tmp_path):
     """benchmarks/gpu_train.sh --cpu-smoke: every stage with tiny sizes on the CPU; the weights

@@ -69,7 +69,8 @@ PACK_FORMAT_VERSION = 1
 DEFAULT_MARGIN = 1.5
 #: items per chunk (a chunk's images are flushed, then its targets written: the resume unit)
 DEFAULT_CHUNK = 256
-IMAGES_FILE, TARGETS_FILE, META_FILE, RECORD_FILE, CHUNK_DIR = "images.u8", "targets.npz", "meta.json", ".pack_settings.json", ".chunks"
+IMAGES_FILE, TARGETS_FILE, META_FILE = "images.u8", "targets.npz", "meta.json"
+RECORD_FILE, CHUNK_DIR = ".pack_settings.json", ".chunks"
 UINT8_MAX = 255.0
 #: items per host-to-device copy when a store becomes resident
 RESIDENT_COPY_ITEMS = 1024
@@ -205,6 +206,8 @@ def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, m
     if (folder / META_FILE).is_file():
         return json.loads((folder / META_FILE).read_text())
     n = len(ds)
+    if n == 0:
+        raise PackedStoreError(f"{root}/annotations/{split} holds no image: nothing to pack")
     shape = (n, 3, P, P)
     img_path = folder / IMAGES_FILE
     mm = np.memmap(img_path, dtype=np.uint8, mode="r+" if img_path.exists() else "w+", shape=shape)
@@ -250,7 +253,8 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 # ----------------------------------------------------------------------------- reading
-def open_store(store: str | Path, split: str, root: str | Path | None = None) -> tuple[dict[str, Any], np.memmap, dict[str, np.ndarray]]:
+def open_store(store: str | Path, split: str,
+               root: str | Path | None = None) -> tuple[dict[str, Any], np.memmap, dict[str, np.ndarray]]:
     """``(meta, images memmap (N, 3, P, P) uint8, targets)`` of ``store/<split>``. With ``root``,
     the split's annotations must be those the store was packed from.
 

@@ -338,7 +338,8 @@ def generate(
                 bar.update(p.length * config.cameras_for(p.split))
         bar.close()
         for p in plan:  # cameras of every capture this shard touched
-            cams = dome_cameras(config.cameras_for(p.split), config.image_size, stream(config.seed, p.split, "capture", p.capture))
+            cams = dome_cameras(config.cameras_for(p.split), config.image_size,
+                                stream(config.seed, p.split, "capture", p.capture))
             parts[p.split]["camera"][str(p.capture)] = frames.camera_json(cams)
         for s in config.splits:
             n_images += len(parts[s]["images"])
