@@ -117,7 +117,8 @@ def test_batch_equals_one_image_at_a_time(predictor, tmp_path) -> None:
     assert {k: tuple(v.shape) for k, v in out.meshes.items()} == {"right": (3, 5, V, 3), "left": (3, 5, V, 3)}
     K_a = torch.tensor([[70.0, 0, 35], [0, 75, 28], [0, 0, 1]], dtype=torch.float64)
     torch.testing.assert_close(out.K[0], K_a)
-    torch.testing.assert_close(out.K_crop[0], crop_intrinsics(K_a, torch.tensor([10.0, 0, 40, 40], dtype=torch.float64), SIDE).float())
+    square = torch.tensor([10.0, 0, 40, 40], dtype=torch.float64)  # (10, 5, 40, 30) widened about its centre
+    torch.testing.assert_close(out.K_crop[0], crop_intrinsics(K_a, square, SIDE).float())
     torch.testing.assert_close(out.K[2], intrinsics(99.0, 99.0, 25.0, 45.0).double())
     assert out.focal_is_default.tolist() == [False, True, False]
     for i, (p, b, c) in enumerate(zip(paths, boxes, cameras)):

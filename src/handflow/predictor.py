@@ -215,7 +215,8 @@ def _hand_model(cfg: Config) -> nn.Module:
     """The hand model a config names (MANO from ``data.mano_path``)."""
     from handflow.hand.registry import load_hand_model
 
-    return load_hand_model("mano", path=cfg.data.mano_path) if cfg.data.hand_model == "mano" else load_hand_model(cfg.data.hand_model)
+    d = cfg.data
+    return load_hand_model("mano", path=d.mano_path) if d.hand_model == "mano" else load_hand_model(d.hand_model)
 
 
 def load_job_images(jobs: Sequence[ImageJob]) -> list[Tensor | Exception]:
