@@ -269,3 +269,16 @@ def test_resume_checks_the_fields_of_the_saved_kind(cli_checkpoints) -> None:
 
     bad = CliRunner().invoke(app, args + ["model.dropout=0.5"])  # resume with another dropout is refused
     assert bad.exit_code == 1 and "dropout" in bad.output and "Traceback" not in bad.output
+
+
+def test_registry_is_explicit() -> None:
+    """Every model kind is listed as soon as ``handflow.models`` is imported (nothing registers
+    itself on a later import), and the old ``handflow.baselines`` path still works."""
+    import subprocess
+    import sys
+
+    code = ("import handflow.models as m, handflow.config as c; "
+            "assert sorted(m.MODEL_REGISTRY) == sorted(c.MODEL_KINDS), sorted(m.MODEL_REGISTRY); "
+            "import handflow.baselines as b; assert b.CVAEModel is m.MODEL_REGISTRY['cvae']")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
