@@ -75,10 +75,10 @@ def cache_features(checkpoint: str | Path, data: str | Path, out: str | Path, sp
 
     from handflow.data.datamodule import worker_init
     from handflow.data.interhand import InterHandDataset
-    from handflow.training.train import load_checkpoint
+    from handflow.models.checkpoint import load_model  # no Lightning: the data layer reads the network only
 
-    module, cfg = load_checkpoint(checkpoint)
-    backbone = module.model.backbone.to(device).eval()
+    model, cfg = load_model(checkpoint)
+    backbone = model.backbone.to(device).eval()
     digest = backbone_digest(backbone)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
