@@ -18,56 +18,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handflow.constants import FINGER_NAMES, MANO21_TO_IH, MANO_FINGERS, MANO_PARENTS, NUM_MANO_JOINTS
+from handflow.constants import MANO21_TO_IH, MANO_PARENTS
 from handflow.hand.base import HandModel, HandOutput, PosePrior, lbs
-from handflow.hand.openhand_mesh import PALM_NORMAL, build_template, rest_joints
+from handflow.hand.openhand_mesh import THUMB_PALMAR, anatomical_axes, build_template
+from handflow.hand.openhand_prior import OpenHandPrior
 
-__all__ = ["OpenHand", "anatomical_axes", "HAND_LENGTH_MM"]
-
-def _unit_np(v: tuple[float, float, float]) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64)
-    return a / np.linalg.norm(a)
-
+__all__ = ["OpenHand", "anatomical_axes", "HAND_LENGTH_MM", "THUMB_PALMAR"]  # the axes live in openhand_mesh
 
 #: nominal hand length at β = 0: wrist joint to the middle fingertip surface point, mm
 HAND_LENGTH_MM = 185.0
-
-
-#: palmar direction of the thumb per level (CMC, MCP, IP): the CMC flexes towards the palm
-#: (−y), the MCP and IP curl across it towards the fingers (−z), as the thumb nail faces
-#: sideways
-THUMB_PALMAR = (_unit_np((0.0, -1.0, -0.4)), _unit_np((0.0, -0.5, -1.0)), _unit_np((0.0, -0.5, -1.0)))
-
-
-def anatomical_axes() -> Tensor:
-    """(15, 3, 3) float64 anatomical frames of the 15 finger joints (MANO order 1..15) in the
-    right hand's rest frame. Columns: ``[twist, spread, flex]``.
-
-    * twist: the bone direction (joint -> child joint or tip);
-    * flex: ``normalize(twist × palm_normal)`` (≈ +z for the four fingers): a positive
-      rotation about it bends the finger towards the palm (−y);
-    * spread: ``flex × twist`` mirrored so that a positive rotation moves the finger
-      towards the thumb side (≈ +y for the fingers).
-
-    For the thumb the palm normal is replaced by the thumb's own palmar direction
-    (:data:`THUMB_PALMAR`), so positive flexion curls the thumb across the palm.
-    """
-    J, tips = rest_joints()
-    frames = np.zeros((NUM_MANO_JOINTS - 1, 3, 3))
-    for k, f in enumerate(FINGER_NAMES):
-        js = MANO_FINGERS[f]
-        for level, j in enumerate(js):
-            normal = PALM_NORMAL if f != "thumb" else THUMB_PALMAR[level]
-            end = J[js[level + 1]] if level < 2 else tips[k]
-            twist = _unit(end - J[j])
-            flex = _unit(np.cross(twist, normal))
-            spread = np.cross(twist, flex)  # positive rotation towards the thumb side
-            frames[j - 1] = np.stack([twist, spread, flex], 1)
-    return torch.from_numpy(frames)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
 
 
 class OpenHand(HandModel):
@@ -95,8 +54,6 @@ class OpenHand(HandModel):
         buf("_part_labels", T.weights.argmax(1), torch.long)
         buf("tip_vertices", T.tip_vertices, torch.long)
         buf("_ih_order", np.asarray(MANO21_TO_IH), torch.long)
-        from handflow.hand.openhand_prior import OpenHandPrior
-
         self.pose_prior: PosePrior = OpenHandPrior()
 
     @property

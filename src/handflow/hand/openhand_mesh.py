@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from handflow.constants import FINGER_NAMES, MANO_FINGERS, MANO_PARENTS, MANO_WRIST, NUM_BETAS, NUM_MANO_JOINTS
 
@@ -376,3 +378,46 @@ def build_template() -> OpenHandTemplate:
         score = np.where(labels == j3, (verts - J[j3]) @ a, -np.inf)
         tip_ids.append(int(score.argmax()))
     return OpenHandTemplate(verts, faces.astype(np.int64), W, J, S, SJ, np.array(tip_ids, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- anatomical frames
+def _unit_np(v: tuple[float, float, float]) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    return a / np.linalg.norm(a)
+
+
+#: palmar direction of the thumb per level (CMC, MCP, IP): the CMC flexes towards the palm
+#: (−y), the MCP and IP curl across it towards the fingers (−z), as the thumb nail faces
+#: sideways
+THUMB_PALMAR = (_unit_np((0.0, -1.0, -0.4)), _unit_np((0.0, -0.5, -1.0)), _unit_np((0.0, -0.5, -1.0)))
+
+
+def anatomical_axes() -> Tensor:
+    """(15, 3, 3) float64 anatomical frames of the 15 finger joints (MANO order 1..15) in the
+    right hand's rest frame. Columns: ``[twist, spread, flex]``.
+
+    * twist: the bone direction (joint -> child joint or tip);
+    * flex: ``normalize(twist × palm_normal)`` (≈ +z for the four fingers): a positive
+      rotation about it bends the finger towards the palm (−y);
+    * spread: ``flex × twist`` mirrored so that a positive rotation moves the finger
+      towards the thumb side (≈ +y for the fingers).
+
+    For the thumb the palm normal is replaced by the thumb's own palmar direction
+    (:data:`THUMB_PALMAR`), so positive flexion curls the thumb across the palm.
+    """
+    J, tips = rest_joints()
+    frames = np.zeros((NUM_MANO_JOINTS - 1, 3, 3))
+    for k, f in enumerate(FINGER_NAMES):
+        js = MANO_FINGERS[f]
+        for level, j in enumerate(js):
+            normal = PALM_NORMAL if f != "thumb" else THUMB_PALMAR[level]
+            end = J[js[level + 1]] if level < 2 else tips[k]
+            twist = _unit(end - J[j])
+            flex = _unit(np.cross(twist, normal))
+            spread = np.cross(twist, flex)  # positive rotation towards the thumb side
+            frames[j - 1] = np.stack([twist, spread, flex], 1)
+    return torch.from_numpy(frames)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)

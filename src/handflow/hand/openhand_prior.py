@@ -2,7 +2,7 @@
 
 Each finger-joint rotation (MANO convention: local rotation in the wrist's rest axes) is
 turned into an axis-angle vector and projected onto the joint's anatomical frame
-(:func:`handflow.hand.openhand.anatomical_axes`): ``c = Aᵀ aa = (twist, spread, flex)``
+(:func:`handflow.hand.openhand_mesh.anatomical_axes`): ``c = Aᵀ aa = (twist, spread, flex)``
 (radians). Per component the log-density is a broad Gaussian centred inside the anatomical
 range plus a smooth quadratic barrier outside it:
 
@@ -23,6 +23,7 @@ from torch import Tensor
 from handflow.constants import FINGER_NAMES, MANO_FINGERS, NUM_MANO_JOINTS, Side, check_side
 from handflow.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from handflow.hand.base import PosePrior, mirror_rotmats
+from handflow.hand.openhand_mesh import anatomical_axes
 
 __all__ = ["OpenHandPrior", "JOINT_RANGES_DEG"]
 
@@ -62,8 +63,6 @@ class OpenHandPrior(PosePrior):
 
     def __init__(self) -> None:
         super().__init__()
-        from handflow.hand.openhand import anatomical_axes
-
         rng = _range_table()
         lo, hi = rng[..., 0], rng[..., 1]
         mid = (lo + hi) / 2
