@@ -21,7 +21,8 @@ DOCS_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "lifting_example.j
 
 @pytest.fixture(scope="module")
 def kp_ckpt(tiny_data, tmp_path_factory):
-    return tiny_train(tiny_data, tmp_path_factory.mktemp("kp") / "run", 2, **{"model.backbone": "keypoints", "model.keypoint_width": 32})
+    kw = {"model.backbone": "keypoints", "model.keypoint_width": 32}
+    return tiny_train(tiny_data, tmp_path_factory.mktemp("kp") / "run", 2, **kw)
 
 
 def _full_image_view(tiny_data, i: int = 0):

@@ -76,7 +76,8 @@ def load_lifting_model(model_or_path: Any = None) -> Any:
     module = load_checkpoint(model_or_path)[0] if isinstance(model_or_path, (str, Path)) else model_or_path
     if not module.model.uses_keypoints:
         raise InputError(f"{model_or_path if isinstance(model_or_path, (str, Path)) else 'the model'} is an image model "
-                         f"(model.backbone={module.cfg.model.backbone}): lifting needs a model trained with model.backbone=keypoints")
+                         f"(model.backbone={module.cfg.model.backbone}): lifting needs a model trained with "
+                         "model.backbone=keypoints")
     return module.eval()
 
 
@@ -160,7 +161,8 @@ def make_input(name: str, keypoints: Any, confidence: Any = None, K: Any = None,
     except TypeError:
         raise InputError(f"{where}: keypoints must be a list of {NUM_JOINTS} joints") from None
     if rows != NUM_JOINTS:
-        raise InputError(f"{where}: keypoints must hold {NUM_JOINTS} joints in InterHand order (21 right then 21 left), got {rows}")
+        raise InputError(f"{where}: keypoints must hold {NUM_JOINTS} joints in InterHand order (21 right then 21 left), "
+                         f"got {rows}")
     cols = 2 if confidence is not None else 3
     kp = _finite_numbers(keypoints, (NUM_JOINTS, cols), f"{where}: keypoints ([u, v{', confidence' if cols == 3 else ''}] rows)")
     conf = kp[:, 2] if confidence is None else _finite_numbers(confidence, (NUM_JOINTS,), f"{where}: confidence")
@@ -203,8 +205,8 @@ def read_keypoints_file(path: str | Path) -> list[KeypointInput]:
         if name in seen:
             raise InputError(f"{p}: two images are named {name!r}; names must be unique (they name the outputs)")
         seen.add(name)
-        cam = {k: im.get(k, doc.get(k)) for k in ("K", "focal", "princpt")} if not any(k in im for k in ("K", "focal", "princpt")) \
-            else {k: im.get(k) for k in ("K", "focal", "princpt")}
+        own = any(k in im for k in ("K", "focal", "princpt"))  # an image's own camera, else the top-level one
+        cam = {k: im.get(k) if own else doc.get(k) for k in ("K", "focal", "princpt")}
         out.append(make_input(name, im["keypoints"], None, cam["K"], cam["focal"], cam["princpt"], im.get("hand_order", order)))
     return out
 
@@ -323,7 +325,8 @@ def _predict_inputs(module: Any, inputs: list[KeypointInput], samples: int, seed
                        _drawn_keypoints(j2d[b], visible[b], size), float(inp.K[0, 0]), False)
         if hasattr(p, "K"):  # full-image camera and crop box, where Prediction carries them
             p.K, p.box = inp.K, box[b]
-        bad = [n for n, v in (("z = 0 estimate", p.z0_params), ("samples", p.sample_params), ("joints", J[b])) if not bool(torch.isfinite(v).all())]
+        bad = [n for n, v in (("z = 0 estimate", p.z0_params), ("samples", p.sample_params), ("joints", J[b]))
+               if not bool(torch.isfinite(v).all())]
         if bad:
             from handflow.errors import ModelOutputError
 

@@ -305,7 +305,8 @@ def train_job(plan: ReportPlan, name: str, seed: int) -> Job:
     spec, out = RUNS[name], plan.run_dir(name, seed)
     shared, keypoints = plan.protocol == "shared", plan.protocol == "keypoints"
     # heads on cached features and keypoint runs read no image: no loader processes
-    over = _train_overrides(plan, plan.steps, plan.train_minutes, 0 if shared or keypoints else plan.workers, 1) + [f"train.seed={seed}"]
+    workers = 0 if shared or keypoints else plan.workers
+    over = _train_overrides(plan, plan.steps, plan.train_minutes, workers, 1) + [f"train.seed={seed}"]
     if shared:
         over += [f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true", f"data.features={plan.features}"]
     if keypoints:
@@ -518,11 +519,13 @@ def view_selection_findings(vs: dict[int, dict], aligns: tuple[str, ...] = ("glo
     for a in aligns:
         if not vs or a not in vs[min(vs)]["alignments"]:
             continue
-        pf = {k: np.stack([vs[s]["alignments"][a]["per_frame"][k] for s in sorted(vs)]) for k in ("best_ranked", "worst_ranked", "average")}
+        pf = {k: np.stack([vs[s]["alignments"][a]["per_frame"][k] for s in sorted(vs)])
+              for k in ("best_ranked", "worst_ranked", "average")}
         best, worst, rand = (float(np.nanmean(pf[k])) for k in ("best_ranked", "worst_ranked", "average"))
         d, se, _ = paired_difference(pf["best_ranked"], VS_REGRET_RATIO * pf["worst_ranked"])
         out.append((f"View selection {a.upper()}: best-ranked regret ≤ {VS_REGRET_RATIO} × worst-ranked", d + 2 * se <= 0,
-                    f"{best:.1f} vs {worst:.1f} mm; per-frame best − {VS_REGRET_RATIO} × worst {d:+.2f} ± {2 * se:.2f} (2 s.e.)"))
+                    f"{best:.1f} vs {worst:.1f} mm; per-frame best − {VS_REGRET_RATIO} × worst {d:+.2f} ± {2 * se:.2f} "
+                    "(2 s.e.)"))
         d, se, _ = paired_difference(pf["best_ranked"], pf["average"])
         out.append((f"View selection {a.upper()}: best-ranked regret below a random view's", d + 2 * se < 0,
                     f"{best:.1f} vs {rand:.1f} mm; per-frame difference {d:+.2f} ± {2 * se:.2f} (2 s.e.)"))
