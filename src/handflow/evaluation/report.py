@@ -564,7 +564,7 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
         "# Results: the paper's tables on the synthetic benchmark",
         "",
         "How these numbers were obtained, what limits them and what was found when a finding failed: "
-        "docs/evaluation.md, section \"Status of the benchmark\".",
+        "docs/evaluation.md, section \"" + ("The keypoint-evidence protocol" if kp else "Status of the benchmark") + "\".",
         "",
         "Every number of this part of the page was produced by one command (run from the repository root):",
         "",
