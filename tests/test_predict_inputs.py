@@ -68,8 +68,12 @@ def no_model_load(monkeypatch) -> list:
 
     def refuse(*a, **k):  # noqa: ANN002, ANN003
         calls.append(a)
-        raise AssertionError("load_checkpoint must not be called")
+        raise AssertionError("no model may be loaded")
 
+    import handflow.predictor
+
+    # the CLI loads through handflow.predictor.load_model (no Lightning); the training loader is guarded too
+    monkeypatch.setattr(handflow.predictor, "load_model", refuse)
     monkeypatch.setattr(handflow.training, "load_checkpoint", refuse)
     return calls
 
@@ -397,3 +401,20 @@ def test_ambiguous_per_image_key_is_refused(module, tmp_path) -> None:
     torch.testing.assert_close(p[1].box, torch.tensor([5.0, 5, 20, 20], dtype=torch.float64))
     torch.testing.assert_close(p[0].box, torch.tensor([0.0, 0, 10, 10], dtype=torch.float64))
     assert p[0].focal == 50.0 and p[1].focal_is_default
+
+
+def test_the_no_model_load_guard_sees_the_cli_load(ckpt, tmp_path, no_model_load) -> None:
+    """The guard above is live: a valid command does try to load the model through it."""
+    r = _cli(ckpt, tmp_path / "out", _image(tmp_path / "x.jpg"))
+    assert r.exit_code != 0 and len(no_model_load) == 1
+
+
+def test_a_model_that_does_not_load_leaves_no_pending_rows(tmp_path) -> None:
+    """The manifest never promises results that never come."""
+    bad = tmp_path / "empty.ckpt"
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    r = _cli(bad, out, _image(tmp_path / "x.jpg"))
+    assert r.exit_code == 1 and "cannot read checkpoint" in _text(r)
+    rows = (out / "index.csv").read_text().splitlines()[1:]
+    assert len(rows) == 1 and ",skipped,not predicted: the model did not load (CorruptFileError)" in rows[0]

@@ -131,7 +131,14 @@ def predict(
     if todo:
         from handflow.predictor import load_model
 
-        predictor = load_model(checkpoint)
+        try:
+            predictor = load_model(checkpoint)
+        except Exception as e:  # the manifest must not promise results that never come
+            for job in todo:
+                manifest.set(job.label, job.name, "skipped", f"not predicted: the model did not load ({type(e).__name__})",
+                             flush=False)
+            manifest.write()
+            raise
         for job, res in iter_predictions(predictor, todo, samples, opts.meshes is not None, seed, batch_size):
             if isinstance(res, HandflowError):
                 _skip(manifest, job.label, job.name, str(res))
