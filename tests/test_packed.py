@@ -107,6 +107,24 @@ def test_resident_store_and_channels_last_run_on_the_cpu(store):
     assert p["image"].shape == (1, 3, SIZE, SIZE) and p["image"].dtype == torch.float32
 
 
+def test_loader_worker_gives_the_same_batches(store):
+    """A DataLoader worker reopens the memory map (the dataset is pickled without it)."""
+    from handflow.data.datamodule import EpochShuffleSampler
+
+    pk = PackedDataset(store, "train", augment=True, seed=2)
+    batches = []
+    for workers in (0, 1):
+        sampler = EpochShuffleSampler(pk, seed=4)
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(pk, batch_size=4, sampler=sampler, num_workers=workers,
+                                             collate_fn=collate_packed, drop_last=True)
+        batches.append(list(loader))
+    assert len(batches[0]) == len(batches[1]) == len(pk) // 4
+    for a, b in zip(*batches):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["y"], b["y"])
+        assert a["meta"]["file_name"] == b["meta"]["file_name"]
+
+
 def test_store_from_other_annotations_or_settings_is_refused(tiny_data, store, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root, ignore=shutil.ignore_patterns(".handflow_cache"))
