@@ -297,9 +297,10 @@ class AugmentBatch:
     @classmethod
     def stack(cls, params: list[AugmentParams]) -> AugmentBatch:
         """Stack per-sample :class:`AugmentParams` (the per-sample path's draws)."""
-        f = lambda name: torch.tensor([getattr(p, name) for p in params], dtype=torch.float64)  # noqa: E731
-        return cls(f("scale"), f("angle"), torch.tensor([p.shift for p in params], dtype=torch.float64),
-                   f("brightness"), f("contrast"), f("saturation"))
+        def col(name: str) -> Tensor:
+            return torch.tensor([getattr(p, name) for p in params], dtype=torch.float64)
+
+        return cls(col("scale"), col("angle"), col("shift"), col("brightness"), col("contrast"), col("saturation"))
 
 
 def _normalizer(n: int, dtype: torch.dtype) -> Tensor:
