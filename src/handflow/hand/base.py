@@ -164,6 +164,12 @@ class HandModel(nn.Module, ABC):
         sign = torch.tensor([-1.0, 1.0, 1.0], dtype=out.vertices.dtype, device=out.vertices.device)
         return HandOutput(out.vertices * sign, out.joints * sign)
 
+    def joints(self, rotmats: Tensor, betas: Tensor, side: Side = "right") -> Tensor:
+        """Joints only: (B, 16, 3, 3), (B, 10) -> (B, 21, 3) mm, wrist at the origin; equals
+        ``self(rotmats, betas, side).joints``. Backends override it with a cheaper path
+        (``openhand`` skins only the five fingertip vertices); decoding and training use it."""
+        return self(rotmats, betas, side=side).joints
+
     def forward(self, rotmats: Tensor, betas: Tensor, side: Side = "right") -> HandOutput:
         """Pose one hand.
 

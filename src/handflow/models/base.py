@@ -29,12 +29,10 @@ def decode_joints(y: Tensor, K: Tensor, size: int, hand_model, vertices: bool = 
     Returns:
         joints (B, [S,] 42, 3) mm [, {side: vertices (B, [S,] V, 3)}].
 
-    Without ``vertices``, backends built like ``openhand`` skin only the fingertip vertices
-    (:func:`handflow.multihands.posing.pose_joints`: same joints, several times cheaper; used by
+    Without ``vertices`` only the joints are posed (:meth:`handflow.hand.HandModel.joints`:
+    ``openhand`` skins only the fingertip vertices; same joints, several times cheaper; used by
     training, prediction and evaluation).
     """
-    from handflow.multihands.posing import pose_joints  # lazy: multihands imports the models
-
     lead = y.shape[:-1]
     Kb = K if y.dim() == 2 else K[:, None].expand(*lead, 3, 3)
     p = unpack(y.reshape(-1, PARAM_DIM), Kb.reshape(-1, 3, 3), size)
@@ -47,7 +45,7 @@ def decode_joints(y: Tensor, K: Tensor, size: int, hand_model, vertices: bool = 
             joints.append(out.joints + hp.root[:, None])
             verts[side] = (out.vertices + hp.root[:, None]).reshape(*lead, -1, 3)
         else:
-            joints.append(pose_joints(hand_model, hp.rotmats, betas, side) + hp.root[:, None])
+            joints.append(hand_model.joints(hp.rotmats, betas, side) + hp.root[:, None])
     J = torch.cat(joints, 1).reshape(*lead, 42, 3)
     return (J, verts) if vertices else J
 

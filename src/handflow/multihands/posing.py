@@ -3,8 +3,8 @@
 For backends built like ``openhand`` (linear shape blend shapes, LBS, joints = kinematic
 joints + skinned fingertip vertices, left hand = mirrored right hand) two shortcuts apply:
 
-* :func:`pose_joints` skins only the five fingertip vertices (the cheap criteria need joints
-  only);
+* :func:`pose_joints` is the backend's :meth:`~handflow.hand.HandModel.joints` (``openhand``
+  skins only the five fingertip vertices; the cheap criteria need joints only);
 * :func:`pose_meshes` skins the whole mesh with one GEMM of the skinning weights against the
   per-joint transforms and three fused multiply-adds, in a vertex-major layout (2–3× faster
   than the generic ``lbs`` on CPU, which builds a per-vertex 3×3 matrix and multiplies it with
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import MANO21_TO_IH, MANO_PARENTS, SIDES
-from handflow.hand.base import HandModel, HandOutput, lbs, mirror_rotmats
+from handflow.hand.base import HandModel, HandOutput, mirror_rotmats
 from handflow.multihands.perturb import TwoHandState
 
 __all__ = ["pose_joints", "pose_meshes", "pose_two_hands", "joints_two_hands", "has_fast_path"]
@@ -42,24 +42,9 @@ def _rest_joints(model: HandModel, b: Tensor) -> Tensor:
 
 
 def pose_joints(model: HandModel, rotmats: Tensor, betas: Tensor, side: str) -> Tensor:
-    """Joints only, without skinning the whole mesh: (P, 21, 3) mm, wrist at the origin.
-
-    Equals ``model(rotmats, betas, side).joints`` (tested); about an order of magnitude cheaper
-    for ``openhand`` because only the five fingertip vertices are skinned.
-    """
-    if not has_fast_path(model):
-        return model(rotmats, betas, side=side).joints
-    mirror = side == "left"
-    R = mirror_rotmats(rotmats) if mirror else rotmats
-    dt = R.dtype
-    b = betas.to(dt)
-    tips = model.tip_vertices
-    v_tips = model.v_template[tips].to(dt) + torch.einsum("vkl,bl->bvk", model.shapedirs[tips].to(dt), b)
-    v, j = lbs(v_tips, _rest_joints(model, b), R, MANO_PARENTS, model.weights[tips])
-    out = torch.cat([j, v], 1)[:, list(MANO21_TO_IH)]
-    if mirror:
-        out = out * torch.tensor(_MIRROR, dtype=dt, device=out.device)
-    return out
+    """Joints only: (P, 21, 3) mm, wrist at the origin; the backend's own cheap path
+    (:meth:`handflow.hand.HandModel.joints`, ``openhand``: only the fingertips are skinned)."""
+    return model.joints(rotmats, betas, side)
 
 
 #: proposals skinned together: keeps the (V, chunk, 12) skinning transforms cache-sized
