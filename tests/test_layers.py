@@ -50,3 +50,13 @@ def test_decoding_joints_needs_no_upper_layer() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_import_contract_holds() -> None:
+    """``lint-imports`` with the layers contract of pyproject.toml (``[tool.importlinter]``)."""
+    from pathlib import Path
+
+    lint = Path(sys.executable).with_name("lint-imports")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([str(lint)], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
