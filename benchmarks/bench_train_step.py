@@ -138,7 +138,7 @@ def main() -> None:
     from handflow.data.datamodule import InterHandDataModule
     from handflow.data.packed import PackedDataModule, pack_split
     from handflow.training.module import HandFlowModule
-    from handflow.training.train import fit_normalizer
+    from handflow.training.runner import fit_normalizer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_step_")) if a.data is None or a.store is None else None
     data = a.data

@@ -190,7 +190,7 @@ def test_training_steps_lower_the_loss(kind, tiny_data) -> None:
     """A few optimiser steps of the real module (default loss weights) on one fixed batch."""
     from handflow.data.datamodule import InterHandDataModule
     from handflow.training import HandFlowModule
-    from handflow.training.train import fit_normalizer
+    from handflow.training.runner import fit_normalizer
 
     cfg = load_config("cpu", [f"model.kind={kind}", f"data.image_size={SIZE}", "data.batch_size=4", "data.augment=false"])
     module = HandFlowModule(cfg)
@@ -252,7 +252,7 @@ def test_train_cli_checkpoint_and_predict(kind, cli_checkpoints, tiny_data) -> N
 
 def test_resume_checks_the_fields_of_the_saved_kind(cli_checkpoints) -> None:
     from handflow.training import CheckpointMismatch
-    from handflow.training.train import check_compatible
+    from handflow.training.runner import check_compatible
 
     folder, _ = cli_checkpoints["cvae"]
     last = folder / "checkpoints" / "last.ckpt"

@@ -130,7 +130,7 @@ def test_logging_is_configured_once(capsys) -> None:
 
 def test_cli_prints_info_logs(monkeypatch) -> None:
     def fake(cfg, resume=True):  # noqa: ANN001, ARG001
-        logging.getLogger("handflow.training.train").info("resuming from last.ckpt")
+        logging.getLogger("handflow.training.runner").info("resuming from last.ckpt")
         return "last.ckpt"
 
     monkeypatch.setattr(handflow.training, "train", fake)

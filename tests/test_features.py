@@ -45,7 +45,7 @@ def test_cached_features_equal_the_backbone_on_the_images(tiny_data, donor):
 def test_losses_on_cached_features_equal_losses_on_images(tiny_data, donor, tmp_path):
     """The training objective is the same whether the frozen backbone runs or its cache is read."""
     from handflow.training.module import HandFlowModule
-    from handflow.training.train import fit_normalizer, init_backbone
+    from handflow.training.runner import fit_normalizer, init_backbone
 
     ckpt, feats = donor
     cfg = tiny_cfg(tiny_data, tmp_path, 1, **{"model.backbone_checkpoint": ckpt, "model.freeze_backbone": "true",

@@ -71,7 +71,7 @@ def test_load_model_is_a_plain_module_with_the_trained_weights(ckpt, predictor) 
 def test_checkpoint_mismatch_moved_and_reexported() -> None:
     from handflow.models.checkpoint import CheckpointMismatch
     from handflow.training import CheckpointMismatch as FromTraining
-    from handflow.training.train import CheckpointMismatch as FromTrain
+    from handflow.training.runner import CheckpointMismatch as FromTrain
 
     assert CheckpointMismatch is FromTraining is FromTrain
 

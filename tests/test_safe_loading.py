@@ -185,7 +185,7 @@ def test_lightning_resume_itself_reads_weights_only(tiny_data, tmp_path, monkeyp
 
     from handflow.data.datamodule import InterHandDataModule
 
-    T = importlib.import_module("handflow.training.train")  # the package's `train` attribute is the function
+    T = importlib.import_module("handflow.training.runner")  
 
     path, marker = _hostile(tmp_path)
     monkeypatch.setattr(T, "check_compatible", lambda *a, **k: None)
@@ -285,7 +285,7 @@ def test_mid_epoch_resume_is_logged_in_our_words_without_lightnings_warning(time
 
     out = tmp_path / "run"
     shutil.copytree(timed_run, out)
-    with warnings.catch_warnings(record=True) as seen, caplog.at_level("INFO", logger="handflow.training.train"):
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level("INFO", logger="handflow.training.runner"):
         warnings.simplefilter("always")
         tiny_train(tiny_data, out, 3, **{"train.ckpt_every": 1, "train.max_minutes": 5})
     assert not [w for w in seen if "unreliable" in str(w.message)], [str(w.message) for w in seen]

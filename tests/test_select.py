@@ -74,7 +74,7 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> 
     """Periodic snapshots hold the weights of their step without optimizer state (a third of the
     size of last.ckpt); they load for evaluation, and resuming training from one is refused."""
     from conftest import tiny_cfg
-    from handflow.training.train import CheckpointMismatch, check_compatible
+    from handflow.training.runner import CheckpointMismatch, check_compatible
 
     ckpts = step_checkpoints(run)
     last = run / "checkpoints" / "last.ckpt"
@@ -88,7 +88,7 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> 
     assert torch.equal(module.model.normalizer.mean, full["state_dict"]["model.normalizer.mean"]) and bool(module.model.normalizer.fitted)
     cfg = tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1})
     check_compatible(last, cfg)
-    with caplog.at_level("WARNING", logger="handflow.training.train"):
+    with caplog.at_level("WARNING", logger="handflow.training.runner"):
         check_compatible(last, tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1, "loss.joints3d_root_relative": "false"}))
     assert "other loss settings" in caplog.text and "joints3d_root_relative" in caplog.text
     with pytest.raises(CheckpointMismatch, match="weights only.*last.ckpt"):

@@ -98,7 +98,7 @@ def test_exact_resume_mid_epoch(tiny_data, tmp_path) -> None:
 
 def test_nan_batch_is_skipped_without_touching_weights(tiny_data, tmp_path) -> None:
     from handflow.training import HandFlowModule
-    from handflow.training.train import fit_normalizer
+    from handflow.training.runner import fit_normalizer
 
     cfg = _cfg(tiny_data, tmp_path / "n", 1)
     dm = _dm(cfg)
@@ -115,7 +115,7 @@ def test_nan_batch_is_skipped_without_touching_weights(tiny_data, tmp_path) -> N
 
 def test_each_switch_disables_its_term(tiny_data, tmp_path) -> None:
     from handflow.training import HandFlowModule
-    from handflow.training.train import fit_normalizer
+    from handflow.training.runner import fit_normalizer
 
     base = _cfg(tiny_data, tmp_path / "s", 1)
     dm = _dm(base)
@@ -217,7 +217,7 @@ def test_cli_one_step_smoke_run(tiny_data, tmp_path) -> None:
 def test_progress_bar_names_the_last_epoch_only_when_epochs_bound_the_run(tmp_path):
     from types import SimpleNamespace
 
-    from handflow.training.train import ProgressBar, _trainer
+    from handflow.training.runner import ProgressBar, _trainer
 
     bar = ProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=-1)  # what a run bounded by max_steps has during fit

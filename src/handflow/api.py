@@ -70,7 +70,7 @@ def train(data: str | Path, out: str | Path, config: str | Path = "cpu", overrid
     """
     require("lightning", "train", "training")
     from handflow.config import load_config
-    from handflow.training.train import train as run
+    from handflow.training.runner import train as run
 
     extra = [f"data.root={data}", f"train.out_dir={out}", *([f"model.kind={model}"] if model else [])]
     cfg = load_config(config, [*overrides, *extra])

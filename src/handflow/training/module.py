@@ -151,7 +151,7 @@ class HandFlowModule(pl.LightningModule):
 
     @torch.no_grad()
     def ensure_initialized(self, batch: dict[str, Any]) -> None:
-        """Fallback when :func:`~handflow.training.train.fit_normalizer` was not run: fit the
+        """Fallback when :func:`~handflow.training.runner.fit_normalizer` was not run: fit the
         normalizer and initialise ActNorm from this (first) batch's annotations, as ProHMR
         does. Needs >= 2 images with hand-model parameters; raises otherwise."""
         m = self.model

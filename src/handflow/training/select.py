@@ -94,7 +94,7 @@ def select_checkpoint(run_dir: str | Path, split: str = "val", limit: int = 2048
     """
     from tqdm import tqdm
 
-    from handflow.training.train import load_checkpoint
+    from handflow.training.runner import load_checkpoint
 
     run_dir = Path(run_dir)
     ckpts = step_checkpoints(run_dir)

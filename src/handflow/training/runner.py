@@ -1,4 +1,7 @@
-"""Training entry point: builds the data, fits the parameter normalizer, runs Lightning."""
+"""Training entry point: builds the data, fits the parameter normalizer, runs Lightning.
+
+(``handflow.training.runner``; the package exports :func:`train` itself, so no module shares
+its name: ``handflow.training.train`` is the function.)"""
 
 from __future__ import annotations
 
