@@ -30,6 +30,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")),
                     help="results (default $OUT or ./gpu_out)")
-    ap.add_argument("--work", type=Path, default=None, help="data and stores (default OUT/work, deleted unless --keep-work)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="data and stores (default: a folder in the system's temporary directory, outside OUT so that "
+                         "only results travel back; deleted at the end unless --keep-work)")
     ap.add_argument("--minutes", type=float, default=6.0, help="wall time of the training stage")
     ap.add_argument("--train-config", default="cpu", help="preset trained in the training stage (cpu or paper)")
     ap.add_argument("--save-every", type=float, default=60.0, help="seconds between weight saves while training")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = True
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
-    work = a.work or out / "work"
+    work = a.work or Path(tempfile.gettempdir()) / "handflow_gpu_work"  # stable: a rerun resumes synth and pack
     cores = os.cpu_count() or 1
     rep = Report(out, device=device_name(), torch=torch.__version__, python=platform.python_version(), cores=cores,
                  mode="cpu-smoke" if a.cpu_smoke else "gpu", started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))

@@ -166,7 +166,7 @@ def test_pack_resumes_after_an_interruption(tiny_data, store, tmp_path, monkeypa
 def test_training_loss_is_the_same_on_packed_and_dataset_batches(tiny_data, store, tmp_path):
     from conftest import tiny_cfg
     from handflow.training.module import HandFlowModule
-    from handflow.training.train import fit_normalizer
+    from handflow.training.runner import fit_normalizer
 
     cfg = tiny_cfg(tiny_data, tmp_path, 1)
     module = HandFlowModule(cfg)
@@ -238,7 +238,8 @@ def test_gpu_train_script_cpu_smoke(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     r = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_train.sh"), "--cpu-smoke", "--piece-mib", "2",
-                        "--minutes", "0.2"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+                        "--minutes", "0.2", "--work", str(tmp_path / "work")], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["stages"]) == {"synth", "pack", "throughput", "train", "evaluate"}
@@ -249,7 +250,8 @@ def test_gpu_train_script_cpu_smoke(tmp_path):
     assert ev["images"] > 0 and ev["z0_rr_mm"] > 0 and ev["mean_pose_rr_mm"] > 0
     pieces = sorted((out / "weights").glob("weights-*.pt"))
     assert len(pieces) > 1 and all(p.stat().st_size <= 2 * 2**20 for p in pieces)
-    assert not (out / "work").exists()
+    assert not any(p.is_dir() for p in out.iterdir() if p.name != "weights")  # the data stays outside OUT
+    assert not (tmp_path / "work").exists()  # and is deleted at the end
     sys.path.insert(0, str(repo / "benchmarks"))
     try:
         from gpu_train import load_weights
