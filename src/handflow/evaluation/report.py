@@ -589,6 +589,7 @@ def write_report(plan: ReportPlan, out_md: Path) -> Path:
     ]
     if mh_test:
         L += [f"MultiHands test annotations: {_mh_line(mh_test)}", ""]
+    L += _incomplete_multihands_lines(plan)
     ref = _mean_pose_reference(plan, res)
     ref_note = ("The last row, the mean training pose decoded through each image's crop camera "
                 "(`handflow.evaluation.chance`), sees no image: it is the chance level a model must beat."
@@ -756,6 +757,24 @@ def _last_val(run_dir: Path) -> str:
         return ""
     r = max(rows, key=lambda r: int(r["step"]))
     return f"; validation MPJPE of its estimate RR {float(r['val/mpjpe_rr']):.1f} mm, Global {float(r['val/mpjpe_global']):.1f} mm"
+
+
+def _incomplete_multihands_lines(plan: ReportPlan) -> list[str]:
+    """A warning naming every MultiHands split whose generation was stopped before its last part
+    (``<split>/meta.json``: ``complete`` false): how many of its images carry annotations."""
+    parts = []
+    for split in ("test", "train"):
+        p = plan.mh / split / "meta.json"
+        m = json.loads(p.read_text()) if p.exists() else {}
+        if m and not m.get("complete", True):
+            size = int(m.get("config", {}).get("part_size", 256)) if isinstance(m.get("config"), dict) else 256
+            done = min(int(m["parts_done"]) * size, int(m["num_images"]))
+            parts.append(f"{split} split {done} of {m['num_images']} images ({m['parts_done']} of {m['num_parts']} parts)")
+    if not parts:
+        return []
+    return [f"**Incomplete MultiHands annotations** (the stage was stopped; rerun the command to complete them): "
+            f"{'; '.join(parts)}. MMD and min/max are over the annotated test images; training images without "
+            "annotations train on their ground truth only.", ""]
 
 
 def _split_line(synth: dict) -> str:
