@@ -126,3 +126,28 @@ def test_shipped_model(tiny_data) -> None:
     inputs = read_keypoints_file(DOCS_EXAMPLE)
     p = predict_from_keypoints(None, inputs[0].keypoints, inputs[0].confidence, K=inputs[0].K, samples=5)[0]
     assert torch.isfinite(p.sample_joints).all() and 100 < float(p.z0_joints[20, 2]) < 10_000  # wrist in front of the camera
+
+
+def test_cli_predict_keypoints_with_the_shipped_model(tmp_path) -> None:
+    """``handflow predict --keypoints FILE`` lifts the documented example with the shipped model;
+    image options are refused with it, and an image run refuses a lifting checkpoint in one line."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    example, shipped = root / "docs" / "lifting_example.json", root / "src" / "handflow" / "assets" / "lifting_flow.pt"
+    r = CliRunner().invoke(app, ["predict", "--keypoints", str(example), "--out", str(tmp_path / "lift"), "--samples", "4",
+                                 "--no-html"])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "lift").glob("*.npz"))) == len([ln for ln in r.output.splitlines() if "wrist depth" in ln]) > 0
+    bad = CliRunner().invoke(app, ["predict", "--keypoints", str(example), "--focal", "500", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "drop --focal" in " ".join(bad.output.split())
+    img = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(img)
+    wrong = CliRunner().invoke(app, ["predict", "--checkpoint", str(shipped), "--images", str(img), "--out", str(tmp_path / "y")])
+    assert wrong.exit_code == 1 and "--keypoints FILE" in wrong.output

@@ -92,6 +92,11 @@ class Predictor(nn.Module):
     """
 
     def __init__(self, model: HandPoseModel, hand_model: nn.Module, cfg: Config) -> None:
+        if getattr(model, "uses_keypoints", False):
+            from handflow.errors import InputError
+
+            raise InputError("this is a 2D-keypoint lifting model (model.backbone=keypoints), not an image model: use "
+                             "`handflow predict --keypoints FILE` or handflow.predict_from_keypoints (docs/lifting.md)")
         super().__init__()
         self.model, self.hand_model, self.cfg = model, hand_model, cfg
         self.eval()

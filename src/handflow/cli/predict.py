@@ -90,10 +90,26 @@ def _skip(manifest: Any, source: str, name: str, reason: str) -> None:
     typer.echo(f"skipped {source}: {reason}", err=True)
 
 
+def _lift(keypoints: Path, checkpoint: Path | None, images: list[Path] | None, out: Path, samples: int, seed: int,
+          meshes: str | None, html: bool, image_options: dict[str, object]) -> None:
+    """``--keypoints FILE``: 2D-to-3D lifting (:func:`handflow.lifting.lifting_command`); the
+    cameras come from the file, so the image options are refused."""
+    from handflow.lifting import lifting_command
+
+    given = [name for name, value in image_options.items() if value is not None] + (["--images"] if images else [])
+    if given:
+        raise typer.BadParameter(f"--keypoints takes its cameras from the file: drop {', '.join(given)}")
+    for line in lifting_command(keypoints, checkpoint, out, samples=samples, seed=seed, meshes=meshes, html=html):
+        typer.echo(line)
+
+
 @app.command()
 def predict(
-    checkpoint: Path = typer.Option(..., help="Trained checkpoint (last.ckpt)."),
-    images: list[Path] = typer.Option(..., help="Image files or folders (repeatable)."),
+    checkpoint: Path = typer.Option(None, help="Trained checkpoint (last.ckpt); with --keypoints, default: the shipped "
+                                               "lifting model."),
+    images: list[Path] = typer.Option(None, help="Image files or folders (repeatable)."),
+    keypoints: Path = typer.Option(None, "--keypoints", help="Lift 2D keypoints instead of images: a JSON file of per-image "
+                                                             "joints, confidences and cameras (docs/lifting.md)."),
     out: Path = typer.Option(Path("predictions"), help="Output folder (one set of files per image, and index.csv)."),
     samples: int = typer.Option(100, help="Samples per image (0: the z = 0 estimate only)."),
     bbox: str = typer.Option(None, help="x,y,w,h box around both hands, pixels (default: whole image)."),
@@ -112,6 +128,14 @@ def predict(
     from handflow.errors import HandflowError
     from handflow.inference import MANIFEST, Manifest, iter_predictions, write_prediction
 
+    if keypoints is not None:
+        _lift(keypoints, checkpoint, images, out, samples, seed, meshes, html,
+              {"--bbox": bbox, "--focal": focal, "--principal": principal, "--camera": camera, "--per-image": per_image})
+        return
+    if not images:
+        raise typer.BadParameter("give --images (files or folders) or --keypoints FILE")
+    if checkpoint is None:
+        raise typer.BadParameter("--checkpoint is needed for images (a trained last.ckpt)")
     opts = _options(checkpoint, out, samples, bbox, focal, principal, camera, per_image, meshes, batch_size)
     jobs, missing, unknown = _plan(images, opts)
     if unknown:
