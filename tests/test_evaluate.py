@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_train
 from handflow.constants import LEFT_ROOT, NUM_HAND_JOINTS, RIGHT_ROOT
 from handflow.evaluation import RunMismatch, evaluate
-from handflow.evaluation.evaluate import SEED_STRIDE
+from handflow.evaluation.scoring import SEED_STRIDE
 from handflow.evaluation.per_image import image_metrics
 from handflow.metrics import mmd
 
@@ -188,7 +188,7 @@ def test_resume_is_identical_and_other_settings_are_refused(trained, tiny_data, 
     # killed in the middle of chunk 1 (2nd of its 2 batches): the rerun continues and gives the uninterrupted result
     import importlib
 
-    ev = importlib.import_module("handflow.evaluation.evaluate")  # the module (the package attribute is the function)
+    ev = importlib.import_module("handflow.evaluation.scoring")
 
     real, calls = ev._batch_columns, []
 

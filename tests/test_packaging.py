@@ -138,3 +138,23 @@ def test_one_version_source_and_py_typed(project) -> None:
 
 def test_makefile_installs_all_extras() -> None:
     assert "install -q -e '.[all,test]'" in (ROOT / "Makefile").read_text()
+
+
+def test_every_figure_without_matplotlib_names_the_viz_extra(tmp_path) -> None:
+    """The figure makers of viz, the report, view selection and the demo share one entry point
+    (``handflow.extras.pyplot``): without matplotlib each says which extra to install."""
+    r = _run("""
+        from handflow.errors import MissingExtraError
+        from handflow.evaluation import report_figures, viewselect
+        from handflow import demo
+        for fn in (report_figures._plt, lambda: viewselect.plot_view_selection({}, "x.png"),
+                   lambda: demo._plot_curves("m.csv", "x.png")):
+            try:
+                fn()
+            except MissingExtraError as e:
+                assert "handflow[viz]" in str(e), e
+            else:
+                raise AssertionError("no MissingExtraError")
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

@@ -60,10 +60,9 @@ def hand_model_summary(model) -> str:
 
 
 def _plot_curves(metrics_csv: Path, path: Path) -> None:
-    import matplotlib
+    from handflow.extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("training curves")
 
     rows = list(csv.DictReader(open(metrics_csv)))
     keys = ["train/loss", "train/nll", "train/3d", "train/2d", "train/spread_mm"]

@@ -25,7 +25,7 @@ from types import ModuleType
 
 from handflow.errors import MissingExtraError
 
-__all__ = ["require", "EXTRAS"]
+__all__ = ["require", "pyplot", "EXTRAS"]
 
 #: extra -> the top-level modules it provides
 EXTRAS = {"render": ("moderngl",), "viz": ("matplotlib", "plotly", "trimesh"), "train": ("lightning", "tensorboard", "rich"),
@@ -43,3 +43,10 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
             raise  # the module is there but one of its own imports failed: not a missing extra
         raise MissingExtraError(f"{purpose} needs {top}: install handflow[{extra}] (pip install 'handflow[{extra}]')",
                                 name=top) from None
+
+
+def pyplot(purpose: str = "figures") -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only ``Agg`` backend (no display needed), or
+    :class:`~handflow.errors.MissingExtraError` naming ``handflow[viz]``."""
+    require("matplotlib", "viz", purpose).use("Agg")
+    return importlib.import_module("matplotlib.pyplot")

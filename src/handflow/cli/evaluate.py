@@ -30,7 +30,7 @@ def evaluate(
     MMD per alignment and sample spread of one checkpoint; rerun to resume."""
     from handflow.evaluation import RunMismatch
     from handflow.evaluation import evaluate as run
-    from handflow.evaluation.evaluate import summary_markdown
+    from handflow.evaluation.scoring import summary_markdown
 
     try:
         summary = run(checkpoint, data, out, split=split, multihands=multihands, samples=samples, batch_size=batch_size,

@@ -5,6 +5,6 @@ benchmark report (``handflow report``: the paper's Tables 1-3 on the synthetic b
 >>> summary = evaluate("runs/flow/checkpoints/last.ckpt", "data_synth", "eval/flow", multihands="mh")
 """
 
-from handflow.evaluation.evaluate import ALIGNS, COLUMNS, RunMismatch, evaluate, image_metrics
+from handflow.evaluation.scoring import ALIGNS, COLUMNS, RunMismatch, evaluate, image_metrics
 
 __all__ = ["evaluate", "image_metrics", "RunMismatch", "ALIGNS", "COLUMNS"]

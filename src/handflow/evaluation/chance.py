@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handflow.evaluation.evaluate import _open_dataset, _open_multihands, joint_columns
+from handflow.evaluation.scoring import _open_dataset, _open_multihands, joint_columns
 from handflow.evaluation.per_image import COLUMNS
 from handflow.evaluation.summary import column_stats
 from handflow.models import decode_joints

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from handflow.extras import pyplot
+
 __all__ = ["mmd_bars", "spread_vs_error", "view_selection_table", "view_selection_figure", "qualitative"]
 
 ALIGNS = ("global", "rrr", "rr")
@@ -15,12 +17,7 @@ SPREAD_BINS = 10
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot("report figures")
 
 
 def mmd_bars(res: Any, names: list[str], path: Path, labels: dict[str, str]) -> Path:

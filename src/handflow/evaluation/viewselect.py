@@ -122,10 +122,9 @@ def view_selection(per_image: dict[str, np.ndarray], alignment: str = "all", min
 def plot_view_selection(result: dict[str, Any], path: str | Path, alignment: str | None = None) -> Path:
     """(a) spread vs MPJPE across the views of each frame, both centred on the frame's mean;
     (b) mean regret per strategy with standard errors."""
-    import matplotlib
+    from handflow.extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("view-selection figures")
 
     a = alignment or next(iter(result["alignments"]))
     r = result["alignments"][a]

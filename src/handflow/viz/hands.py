@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import FINGER_NAMES, IH_PARENTS, MANO_FINGERS, NUM_BETAS, NUM_MANO_JOINTS
-from handflow.extras import require
+from handflow.extras import pyplot
 from handflow.hand.base import HandModel, HandOutput
 
 __all__ = ["plot_hand_gallery", "gallery_poses", "draw_mesh"]
@@ -131,9 +131,7 @@ def plot_hand_gallery(model: HandModel, path: str | Path, seed: int = 0, betas: 
     Returns:
         the written path.
     """
-    matplotlib = require("matplotlib", "viz", "figures")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
-from handflow.extras import require
+from handflow.extras import pyplot, require
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
 
@@ -87,9 +87,7 @@ def plot_skeleton_set(
         bold_in_camera: also project ``bold`` into the image; annotate_camera: optional
         ``f(ax)`` adding markers to the image panel.
     """
-    matplotlib = require("matplotlib", "viz", "figures")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.8))
     ax = axes[0]
