@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from handflow.config import Config
 from handflow.constants import NUM_JOINTS
 from handflow.errors import InputError, MissingFileError
-from handflow.geometry.camera import crop_intrinsics, intrinsics, square_bbox
+from handflow.geometry.camera import crop_intrinsics, square_bbox
 
 __all__ = ["predict_from_keypoints", "lifting_command", "read_keypoints_file", "load_lifting_model", "export_lifting_model",
-           "KeypointInput", "SHIPPED_MODEL", "HAND_ORDERS", "VISIBLE_THRESHOLD"]
+           "KeypointInput", "LiftingModel", "SHIPPED_MODEL", "HAND_ORDERS", "VISIBLE_THRESHOLD"]
 
 #: the shipped lifting model, package data (docs/lifting.md: how it was trained and tested)
 SHIPPED_MODEL = "lifting_flow.pt"
@@ -57,15 +59,31 @@ def _shipped_path() -> Path:
     return Path(str(resources.files("handflow").joinpath("assets", SHIPPED_MODEL)))
 
 
+@dataclass
+class LiftingModel:
+    """A keypoint-protocol network with its hand model and config (what lifting needs of a
+    training module; no Lightning)."""
+
+    model: nn.Module
+    hand_model: nn.Module
+    cfg: Config
+
+    def eval(self) -> LiftingModel:
+        self.model.eval()
+        return self
+
+
 def load_lifting_model(model_or_path: Any = None) -> Any:
-    """A keypoint-protocol :class:`~handflow.training.HandFlowModule` in eval mode: ``None``
-    (the shipped model), a checkpoint / exported weights path, or a loaded module.
+    """A keypoint-protocol model in eval mode (``.model``, ``.hand_model``, ``.cfg``): ``None``
+    (the shipped model), a checkpoint / exported weights path (read with ``weights_only=True``,
+    without Lightning), or a loaded module.
 
     Raises:
         MissingFileError: no such file (or the shipped model is missing from the install).
         InputError: a model that is not a keypoint-protocol model (an image model).
     """
-    from handflow.training import load_checkpoint
+    from handflow.models.checkpoint import load_model
+    from handflow.predictor import hand_model_of
 
     if model_or_path is None:
         path = _shipped_path()
@@ -73,7 +91,11 @@ def load_lifting_model(model_or_path: Any = None) -> Any:
             raise MissingFileError(f"the shipped lifting model {path} is missing from this install: pass a checkpoint "
                                    "(a handflow train run with model.backbone=keypoints)")
         model_or_path = path
-    module = load_checkpoint(model_or_path)[0] if isinstance(model_or_path, (str, Path)) else model_or_path
+    if isinstance(model_or_path, (str, Path)):
+        model, cfg = load_model(model_or_path)
+        module = LiftingModel(model, hand_model_of(cfg), cfg)
+    else:
+        module = model_or_path
     if not module.model.uses_keypoints:
         raise InputError(f"{model_or_path if isinstance(model_or_path, (str, Path)) else 'the model'} is an image model "
                          f"(model.backbone={module.cfg.model.backbone}): lifting needs a model trained with "
@@ -124,23 +146,21 @@ def _finite_numbers(value: Any, shape: tuple[int, ...], what: str) -> Tensor:
 
 
 def _camera_matrix(K: Any, focal: Any, princpt: Any, where: str) -> Tensor:
-    """(3, 3) float64 intrinsics from ``K`` or ``focal`` (f or [fx, fy]) + ``princpt`` [cx, cy]."""
-    if K is not None:
-        Km = _finite_numbers(K, (3, 3), f"{where}: K")
-        if Km[0, 0] <= 0 or Km[1, 1] <= 0 or Km[2, 2] != 1 or Km[2, 0] != 0 or Km[2, 1] != 0:
-            raise InputError(f"{where}: K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0, got {Km.tolist()}")
-        return Km
-    if focal is None or princpt is None:
+    """(3, 3) float64 intrinsics from ``K`` or ``focal`` (f or [fx, fy]) + ``princpt`` [cx, cy],
+    checked as image prediction checks cameras (:func:`handflow.inference.parse_camera`)."""
+    from handflow.inference import parse_camera
+
+    if K is None and (focal is None or princpt is None):
         raise InputError(f"{where}: no camera: give \"K\" (3 × 3, pixels) or \"focal\" (f or [fx, fy]) and \"princpt\" [cx, cy]")
-    try:
-        f = _as_f64(focal).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
-        raise InputError(f"{where}: focal must be f or [fx, fy] in pixels, got {str(focal)[:60]}") from None
-    f = _finite_numbers(f.repeat(2) if f.numel() == 1 else f, (2,), f"{where}: focal")
-    c = _finite_numbers(princpt, (2,), f"{where}: princpt")
-    if bool((f <= 0).any()):
-        raise InputError(f"{where}: focal must be > 0 pixels, got {f.tolist()}")
-    return intrinsics(f[0], f[1], c[0], c[1]).double()
+    if K is None:
+        try:
+            f = _as_f64(focal).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"{where}: focal must be f or [fx, fy] in pixels, got {str(focal)[:60]}") from None
+        camera = {"focal": f[0] if f.numel() == 1 else f, "princpt": princpt}
+    else:
+        camera = {"K": K}
+    return parse_camera(camera, f"{where}: camera").matrix(0, 0)[0]
 
 
 def make_input(name: str, keypoints: Any, confidence: Any = None, K: Any = None, focal: Any = None, princpt: Any = None,
@@ -301,7 +321,7 @@ def predict_from_keypoints(model_or_path: Any, keypoints: Any, visibility: Any, 
 
 def _predict_inputs(module: Any, inputs: list[KeypointInput], samples: int, seed: int) -> list[Any]:
     """Validated inputs -> Predictions (one batch)."""
-    from handflow.inference import Prediction
+    from handflow.inference import Prediction, check_finite
     from handflow.models.base import decode_joints
     from handflow.models.keypoint_encoder import build_evidence
 
@@ -322,15 +342,8 @@ def _predict_inputs(module: Any, inputs: list[KeypointInput], samples: int, seed
     preds = []
     for b, inp in enumerate(inputs):
         p = Prediction(Path(inp.name), res["z0"][b].cpu(), res["samples"][b].cpu(), J[b, 0], J[b, 1:], Kc[b].float(),
-                       _drawn_keypoints(j2d[b], visible[b], size), float(inp.K[0, 0]), False)
-        if hasattr(p, "K"):  # full-image camera and crop box, where Prediction carries them
-            p.K, p.box = inp.K, box[b]
-        bad = [n for n, v in (("z = 0 estimate", p.z0_params), ("samples", p.sample_params), ("joints", J[b]))
-               if not bool(torch.isfinite(v).all())]
-        if bad:
-            from handflow.errors import ModelOutputError
-
-            raise ModelOutputError(f"the lifting model gave non-finite values in the {', '.join(bad)} for {inp.name!r}")
+                       _drawn_keypoints(j2d[b], visible[b], size), float(inp.K[0, 0]), False, K=inp.K, box=box[b])
+        check_finite(p, repr(inp.name))
         preds.append(p)
     return preds
 

@@ -107,7 +107,7 @@ class Predictor(nn.Module):
         """An untrained predictor of ``cfg`` (for tests and examples; train it first for real use)."""
         from handflow.models import build_model
 
-        return cls(build_model(cfg), _hand_model(cfg), cfg)
+        return cls(build_model(cfg), hand_model_of(cfg), cfg)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
@@ -115,7 +115,7 @@ class Predictor(nn.Module):
         from handflow.models.checkpoint import load_model as load_network
 
         model, cfg = load_network(path)
-        return cls(model, _hand_model(cfg), cfg).to(device)
+        return cls(model, hand_model_of(cfg), cfg).to(device)
 
     @classmethod
     def from_module(cls, module: Any) -> Predictor:
@@ -216,12 +216,11 @@ class Predictor(nn.Module):
         return out
 
 
-def _hand_model(cfg: Config) -> nn.Module:
+def hand_model_of(cfg: Config) -> nn.Module:
     """The hand model a config names (MANO from ``data.mano_path``)."""
-    from handflow.hand.registry import load_hand_model
+    from handflow.hand.registry import hand_model_named
 
-    d = cfg.data
-    return load_hand_model("mano", path=d.mano_path) if d.hand_model == "mano" else load_hand_model(d.hand_model)
+    return hand_model_named(cfg.data.hand_model, cfg.data.mano_path)
 
 
 def load_job_images(jobs: Sequence[ImageJob]) -> list[Tensor | Exception]:

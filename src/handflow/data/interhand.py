@@ -114,9 +114,9 @@ class InterHandDataset(Dataset):
                            "y = 0 (pass mano_path= to use them)", root, split)
                 hand_model = None
         if isinstance(hand_model, str):
-            from handflow.hand.registry import load_hand_model
+            from handflow.hand.registry import hand_model_named
 
-            hand_model = load_hand_model(hand_model, path=mano_path) if hand_model == "mano" else load_hand_model(hand_model)
+            hand_model = hand_model_named(hand_model, mano_path)
         self.hand_model = hand_model
         stored = self.index.manifest.get("hand_model")
         if hand_model is not None and stored is not None and getattr(hand_model, "name", stored) != stored:

@@ -7,7 +7,7 @@ from typing import Any
 
 from handflow.hand.base import HandModel
 
-__all__ = ["load_hand_model", "available_hand_models", "MANO_DOWNLOAD_HINT"]
+__all__ = ["load_hand_model", "hand_model_named", "available_hand_models", "MANO_DOWNLOAD_HINT"]
 
 _KNOWN = ("openhand", "mano")
 MANO_DOWNLOAD_HINT = (
@@ -21,6 +21,12 @@ MANO_DOWNLOAD_HINT = (
 def available_hand_models() -> tuple[str, ...]:
     """Names accepted by :func:`load_hand_model`."""
     return _KNOWN
+
+
+def hand_model_named(name: str, mano_path: str | Path | None = None) -> HandModel:
+    """The hand model ``name`` as configs and datasets name it: ``mano_path`` (``data.mano_path``)
+    goes to ``mano`` only, so a config that keeps a MANO folder still builds ``openhand``."""
+    return load_hand_model(name, path=mano_path) if name == "mano" else load_hand_model(name)
 
 
 def load_hand_model(name: str = "openhand", path: str | Path | None = None, **kwargs: Any) -> HandModel:

@@ -14,7 +14,7 @@ from torch import Tensor
 import handflow
 from handflow.config import Config, saved_config, to_dict
 from handflow.constants import PARAM_DIM
-from handflow.hand.registry import load_hand_model
+from handflow.hand.registry import hand_model_named
 from handflow.metrics import mpjpe, sample_spread
 from handflow.models import build_model, decode_joints
 from handflow.models.keypoint_encoder import batch_evidence, image_noise, training_noise
@@ -43,7 +43,7 @@ class HandFlowModule(pl.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"config": to_dict(cfg)})
         self.model = build_model(cfg)
-        self.hand_model = load_hand_model(cfg.data.hand_model, path=cfg.data.mano_path) if cfg.data.hand_model == "mano" else load_hand_model(cfg.data.hand_model)
+        self.hand_model = hand_model_named(cfg.data.hand_model, cfg.data.mano_path)
         self.skipped_batches = 0
 
     # ------------------------------------------------------------------ helpers
