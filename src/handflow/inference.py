@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,8 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 
-from handflow.data.crop import warp_to_crop
 from handflow.errors import CorruptFileError, HandflowError, InputError, ModelOutputError
 from handflow.geometry.camera import crop_intrinsics, intrinsics
-from handflow.models.base import decode_joints
 
 __all__ = ["predict", "Prediction", "Camera", "ImageJob", "PerImage", "DEFAULT_FOCAL_FACTOR", "IMAGE_SUFFIXES",
            "MIN_IMAGE_SIDE", "MAX_ASPECT", "MESH_FORMATS", "MANIFEST", "list_images", "expand_inputs", "output_names",
@@ -591,6 +590,27 @@ class ImageJob:
         return str(self.source) if self.source is not None else self.tag or "the image tensor"
 
 
+def plan_or_raise(images: Any, bbox: Any, focal: Any, principal: Any, K: Any, boxes: Any, cameras: Any) -> list[ImageJob]:
+    """The API's planning (:func:`handflow.predict`, :meth:`handflow.predictor.Predictor.forward`):
+    :func:`plan_images` with the global box and camera checked, unmatched per-image keys as a
+    ``UserWarning``, and the first planning error raised."""
+    jobs, unknown = plan_images(images, None if bbox is None else check_box(bbox), global_camera(focal, principal, K),
+                                boxes, cameras)
+    warn_unknown_keys(unknown, stacklevel=4)
+    for job in jobs:
+        if job.error is not None:
+            raise job.error
+    return jobs
+
+
+def warn_unknown_keys(unknown: Sequence[str], shown: int = 5, stacklevel: int = 3) -> None:
+    """A ``UserWarning`` naming per-image keys that name no input image (not an error)."""
+    if unknown:
+        more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+        warnings.warn(f"per-image boxes / cameras name no input image: {', '.join(unknown[:shown])}{more}",
+                      stacklevel=stacklevel)
+
+
 def plan_images(
     images: Sequence[str | Path] | str | Path | Tensor | Sequence[Tensor],
     bbox: Box | None = None,
@@ -801,15 +821,8 @@ def predict(
     >>> len(preds), preds[0].sample_joints.shape, preds[0].K[0, 0].item()
     (3, torch.Size([5, 42, 3]), 120.0)
     """
-    from handflow.predictor import warn_unknown_keys
-
     samples, batch_size = check_samples(samples), check_batch_size(batch_size)
-    box = None if bbox is None else check_box(bbox)
-    jobs, unknown = plan_images(images, box, global_camera(focal, principal, K), boxes, cameras)
-    warn_unknown_keys(unknown)
-    for job in jobs:
-        if job.error is not None:
-            raise job.error
+    jobs = plan_or_raise(images, bbox, focal, principal, K, boxes, cameras)
     out = []
     for _, res in iter_predictions(model, jobs, samples, meshes, seed, batch_size):
         if isinstance(res, HandflowError):

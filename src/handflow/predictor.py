@@ -17,7 +17,6 @@ at 100 samples on 2 CPU cores, docs/benchmarks.md), so it is not done.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,8 @@ from torch import Tensor, nn
 
 from handflow.config import Config, to_dict
 from handflow.data.crop import warp_to_crop
-from handflow.inference import (Box, Camera, ImageJob, Prediction, check_box, check_finite, check_image, check_samples,
-                                crop_camera, global_camera, load_image, plan_images)
+from handflow.inference import (Box, Camera, ImageJob, Prediction, check_finite, check_image, check_samples, crop_camera,
+                                load_image, plan_or_raise, warn_unknown_keys)
 from handflow.models.base import HandPoseModel, decode_joints
 
 __all__ = ["Predictor", "BatchPrediction", "load_model", "as_predictor", "load_job_images", "warn_unknown_keys"]
@@ -198,12 +197,7 @@ class Predictor(nn.Module):
             before the network runs). ModelOutputError: a NaN or inf in an image's outputs.
         """
         samples = check_samples(samples)
-        jobs, unknown = plan_images(images, None if bbox is None else check_box(bbox), global_camera(focal, principal, K),
-                                    boxes, cameras)
-        warn_unknown_keys(unknown)
-        for job in jobs:
-            if job.error is not None:
-                raise job.error
+        jobs = plan_or_raise(images, bbox, focal, principal, K, boxes, cameras)
         imgs = load_job_images(jobs)
         for job, img in zip(jobs, imgs):
             if isinstance(img, Exception):
@@ -238,13 +232,6 @@ def load_job_images(jobs: Sequence[ImageJob]) -> list[Tensor | Exception]:
         except HandflowError as e:
             out.append(e)
     return out
-
-
-def warn_unknown_keys(unknown: Sequence[str], shown: int = 5) -> None:
-    """A ``UserWarning`` naming per-image keys that name no input image (not an error)."""
-    if unknown:
-        more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
-        warnings.warn(f"per-image boxes / cameras name no input image: {', '.join(unknown[:shown])}{more}", stacklevel=3)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
