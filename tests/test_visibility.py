@@ -103,3 +103,24 @@ def test_query_windows_give_the_full_answer_on_queried_joints() -> None:
     m = rasterize(V.flatten(1, 2), F, Kb, *SIZE, pixel_mask=mask)
     assert torch.equal(m.face_id[mask], a.face_id[mask]) and torch.equal(m.depth[mask], a.depth[mask])
     assert (m.face_id[~mask] == -1).all() and mask.sum() < mask.numel()
+
+
+def test_masked_render_culls_without_changing_masked_pixels() -> None:
+    """The summed-area-table cull of a masked render (triangles whose pixel box holds no masked
+    pixel are never enumerated) keeps every masked pixel equal to the full render, for sparse
+    random masks, masks on the image border and an empty mask."""
+    from handflow.render.raster import rasterize
+
+    g = torch.Generator().manual_seed(3)
+    B, H, W, Fn = 3, 24, 20, 60
+    V = torch.rand(B, 3 * Fn, 3, generator=g) * torch.tensor([40.0, 40.0, 50.0]) + torch.tensor([-20.0, -20.0, 100.0])
+    F = torch.arange(3 * Fn).reshape(Fn, 3)
+    K = torch.tensor([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]]).expand(B, 3, 3)
+    full = rasterize(V, F, K, H, W)
+    for density in (0.0, 0.03, 0.3):
+        mask = torch.rand(B, H, W, generator=g) < density
+        mask[0, 0, :] = True  # a border row
+        m = rasterize(V, F, K, H, W, pixel_mask=mask)
+        assert torch.equal(m.face_id[mask], full.face_id[mask])
+        assert torch.allclose(m.depth[mask], full.depth[mask])
+        assert (m.face_id[~mask] == -1).all()

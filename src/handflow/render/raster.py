@@ -32,6 +32,28 @@ class Fragments:
     bary: Tensor
 
 
+def _touches_mask(mask: Tensor, lo: Tensor, hi: Tensor, F: int) -> Tensor:
+    """(B·F,) long, 1 where the pixel box ``[lo, hi]`` (inclusive, (B·F, 2) as x, y; empty when
+    hi < lo) of a triangle holds at least one pixel of ``mask`` (B, H, W), else 0.
+
+    Counted in O(1) per triangle with a summed-area table of the mask, so a masked render
+    enumerates only the (triangle, pixel) pairs of triangles near the masked pixels."""
+    B, H, W = mask.shape
+    sat = torch.zeros(B, H + 1, W + 1, dtype=torch.int32, device=mask.device)
+    sat[:, 1:, 1:] = mask.to(torch.int32).cumsum(1).cumsum(2)
+    sat = sat.reshape(B, -1)
+    img = torch.arange(B, device=mask.device).repeat_interleave(F)
+    x0, y0 = lo[:, 0].clamp(0, W), lo[:, 1].clamp(0, H)
+    x1, y1 = (hi[:, 0] + 1).clamp(0, W), (hi[:, 1] + 1).clamp(0, H)
+    x1, y1 = torch.maximum(x1, x0), torch.maximum(y1, y0)
+
+    def at(y: Tensor, x: Tensor) -> Tensor:
+        return sat[img, y * (W + 1) + x]
+
+    count = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
+    return (count > 0).to(lo.dtype)
+
+
 def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, near: float = 1.0,
               pixel_mask: Tensor | None = None) -> Fragments:
     """Rasterize meshes into z-buffers.
@@ -73,13 +95,15 @@ def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, 
     bw = (hi[:, 0] - lo[:, 0] + 1).clamp_min(0)
     bh = (hi[:, 1] - lo[:, 1] + 1).clamp_min(0)
     n = torch.where((tz > near).all(1), bw * bh, torch.zeros_like(bw))
+    if pixel_mask is not None:
+        if pixel_mask.shape != (B, height, width):
+            raise ValueError(f"rasterize: pixel_mask must be {(B, height, width)}, got {tuple(pixel_mask.shape)}")
+        n = n * _touches_mask(pixel_mask, lo, hi, F)  # cull triangles whose box holds no masked pixel
     tri = torch.repeat_interleave(torch.arange(B * F, device=dev), n)
     local = torch.arange(tri.numel(), device=dev) - (torch.cumsum(n, 0) - n)[tri]
     px = lo[tri, 0] + local % bw[tri]
     py = lo[tri, 1] + local // bw[tri]
     if pixel_mask is not None:
-        if pixel_mask.shape != (B, height, width):
-            raise ValueError(f"rasterize: pixel_mask must be {(B, height, width)}, got {tuple(pixel_mask.shape)}")
         keep = pixel_mask.reshape(-1)[((tri // F) * height + py) * width + px]
         tri, px, py = tri[keep], px[keep], py[keep]
     p = torch.stack([px, py], -1).to(dt) + 0.5
