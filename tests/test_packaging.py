@@ -109,7 +109,7 @@ def _names(reqs: list[str]) -> set[str]:
 
 def test_core_and_extras(project) -> None:
     p = project["project"]
-    assert _names(p["dependencies"]) == {"torch", "torchvision", "numpy", "pillow", "pyyaml", "tqdm"}
+    assert _names(p["dependencies"]) == {"torch", "torchvision", "numpy", "pillow", "pyyaml", "tqdm", "omegaconf"}
     extras = p["optional-dependencies"]
     assert {"render", "viz", "train", "cli", "all", "test"} <= set(extras)
     assert _names(extras["render"]) == {"moderngl"}
