@@ -1,4 +1,4 @@
-"""The one config system of handflow: nested dataclasses, YAML presets, dotted overrides.
+"""The training settings: the :class:`Config` schema, its presets, validation, old checkpoints.
 
 >>> cfg = load_config("cpu", ["loss.w_det=0", "train.max_steps=200"])
 >>> cfg.model.backbone
@@ -10,29 +10,26 @@ Presets live in ``handflow/configs/<name>.yaml`` (``cpu``: ResNet-18 at 128 px f
 cores; ``paper``: ResNet-50 at 224 px, batch 64, GPU, mixed precision). A YAML file path
 works too; it is applied on top of the dataclass defaults. Overrides are ``section.key=value``
 strings, parsed as YAML scalars and type-checked against the field (``loss.w_det=0.0``,
-``train.max_minutes=null``, ``loss.enabled=[nll,3d]``). Every checkpoint stores
-``to_dict(cfg)``; :func:`from_dict` rebuilds and validates it. Unknown keys, wrong types and
+``train.max_minutes=null``, ``loss.enabled=[nll,3d]``); the machinery is the one of every step
+(:mod:`handflow.config.settings`, OmegaConf structured configs). Every checkpoint stores
+``to_dict(cfg)``; :func:`saved_config` rebuilds and validates it. Unknown keys, wrong types and
 out-of-range values raise :class:`ConfigError` (a ``ValueError``) naming the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
-import yaml
-
-from handflow.errors import HandflowError
+from handflow.config.settings import ConfigError, build, read_yaml
+from handflow.config.settings import from_dict as _build_from_dict
 
 __all__ = [
-    "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "ConfigError",
-    "load_config", "to_dict", "from_dict", "saved_config", "LEGACY_DEFAULTS", "validate", "check_hardware", "PRESETS", "MODEL_KINDS", "ACCELERATORS", "LOSS_TERMS", "BACKBONES", "PRECISIONS",
+    "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "load_config", "from_dict", "saved_config",
+    "LEGACY_DEFAULTS", "validate", "check_hardware", "PRESETS", "MODEL_KINDS", "ACCELERATORS", "LOSS_TERMS",
+    "BACKBONES", "PRECISIONS",
 ]
 
 PRESETS = ("cpu", "paper")
@@ -50,10 +47,6 @@ PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "16-true", "
 LR_SCHEDULES = ("cosine", "none")
 #: smallest crop side a ResNet's five stride-2 stages can pool meaningfully
 MIN_IMAGE_SIZE = 32
-
-
-class ConfigError(HandflowError, ValueError):
-    """A config key is unknown, or a value has the wrong type or range."""
 
 
 @dataclass
@@ -190,74 +183,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# --------------------------------------------------------------------------- conversion
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (for YAML and checkpoints)."""
-    return dataclasses.asdict(cfg)
-
-
-def _type_name(typ: Any) -> str:
-    return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
-
-
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Check/convert ``value`` against the annotation ``typ``; raise :class:`ConfigError`."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(typ)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise ConfigError(f"config: {where} may not be null (expected {_type_name(typ)})")
-        errors = []
-        # try the most specific types first so "2" -> int for ``int | str``
-        for opt in sorted((o for o in options if o is not type(None)), key=lambda o: o is str):
-            try:
-                return _coerce(value, opt, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"config: {where}={value!r} is not a valid {_type_name(typ)}")
-    if origin is list:
-        (item,) = typing.get_args(typ) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config: {where}={value!r} is not a valid list")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None:
-        raise ConfigError(f"config: {where} may not be null (expected {_type_name(typ)})")
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"config: {where}={value!r} is not a valid bool (true/false)")
-    if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config: {where}={value!r} is not a valid int")
-        if isinstance(value, int):
-            return value
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config: {where}={value!r} is not a valid int") from None
-        if not f.is_integer():
-            raise ConfigError(f"config: {where}={value!r} is not a valid int (not a whole number)")
-        return int(f)
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config: {where}={value!r} is not a valid float")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config: {where}={value!r} is not a valid float") from None
-    if typ is str:
-        if isinstance(value, (dict, list, tuple)):
-            raise ConfigError(f"config: {where}={value!r} is not a valid str")
-        return str(value)
-    return value
-
-
+# --------------------------------------------------------------------------- checkpoints
 #: Keys added after checkpoints were first written, with the value that reproduces how a
 #: checkpoint written without them was trained (its defaults of the time).
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"loss": {"joints3d_root_relative": False}}
@@ -272,27 +198,25 @@ def saved_config(d: dict[str, Any]) -> Config:
     return from_dict(d)
 
 
-def from_dict(d: dict[str, Any], cls: type = Config, where: str = "") -> Any:
-    """Build a (nested) dataclass from a (partial) dict and validate it.
+def from_dict(d: Mapping[str, Any], cls: type = None) -> Any:  # type: ignore[assignment]
+    """Build a (nested) settings dataclass, by default :class:`Config` (then validated), from a
+    (partial) dict: missing keys keep their defaults; unknown keys raise :class:`ConfigError`
+    naming them and the close ones."""
+    cls = Config if cls is None else cls
+    obj = _build_from_dict(d, cls)
+    return validate(obj) if cls is Config else obj
 
-    Missing keys keep their defaults; unknown keys raise :class:`ConfigError` naming them.
+
+def load_config(preset_or_yaml: str = "cpu", overrides: Sequence[str] = ()) -> Config:
+    """Load a preset name (:data:`PRESETS`) or a YAML file, then apply ``section.key=value``
+    overrides; the result is validated.
+
+    Raises:
+        FileNotFoundError: neither a preset nor an existing file.
+        ConfigError: unknown key, wrong type, bad range, malformed override.
     """
-    if not isinstance(d, dict):
-        raise ConfigError(f"config: {where or cls.__name__} must be a mapping, got {type(d).__name__}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
-    if unknown:
-        raise ConfigError(f"config: unknown key(s) {unknown} in {where or 'the top level'}; known: {names}")
-    kwargs = {}
-    for k, v in d.items():
-        t = hints[k]
-        key = f"{where}.{k}" if where else k
-        kwargs[k] = from_dict(v or {}, t, key) if dataclasses.is_dataclass(t) else _coerce(v, t, key)
-    obj = cls(**kwargs)
-    if cls is Config:
-        validate(obj)
-    return obj
+    data, source = read_yaml(preset_or_yaml, PRESETS)
+    return validate(build(Config, [(data, source)], overrides))
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -370,61 +294,3 @@ def check_hardware(cfg: Config) -> None:
                "train.accelerator=mps but Apple's MPS backend is not available here; use train.accelerator=cpu")
     _check(t.accelerator != "tpu", "train.accelerator=tpu is not supported by handflow; use gpu or cpu")
 
-
-# --------------------------------------------------------------------------- loading
-def _set(cfg: Config, dotted: str, raw: str) -> None:
-    parts = dotted.split(".")
-    obj: Any = cfg
-    for i, p in enumerate(parts[:-1]):
-        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)} \
-                or not dataclasses.is_dataclass(getattr(obj, p)):
-            known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
-            raise ConfigError(f"config: unknown section {'.'.join(parts[: i + 1])!r} in override {dotted!r}; known: {known}")
-        obj = getattr(obj, p)
-    leaf = parts[-1]
-    names = [f.name for f in dataclasses.fields(obj)]
-    if leaf not in names:
-        raise ConfigError(f"config: unknown key {dotted!r}; known in this section: {names}")
-    typ = get_type_hints(type(obj))[leaf]
-    if dataclasses.is_dataclass(typ):
-        raise ConfigError(f"config: {dotted!r} is a section; override one of its keys ({dotted}.<key>=...)")
-    try:
-        parsed = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        parsed = raw
-    accepts_str = typ is str or str in typing.get_args(typ)
-    if accepts_str and isinstance(parsed, (str, bool)) or (typ is str and parsed is not None):
-        parsed = raw  # keep paths and names verbatim ("yes", "1e-3", "~/data")
-    setattr(obj, leaf, _coerce(parsed, typ, dotted))
-
-
-def _preset_text(name: str) -> str:
-    return resources.files("handflow.configs").joinpath(f"{name}.yaml").read_text()
-
-
-def load_config(preset_or_yaml: str = "cpu", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a preset name (:data:`PRESETS`) or a YAML file, then apply ``section.key=value``
-    overrides; the result is validated.
-
-    Raises:
-        FileNotFoundError: neither a preset nor an existing file.
-        ConfigError: unknown key, wrong type, bad range, malformed override.
-    """
-    if preset_or_yaml in PRESETS:
-        text, src = _preset_text(preset_or_yaml), f"preset {preset_or_yaml!r}"
-    else:
-        p = Path(preset_or_yaml)
-        if not p.is_file():
-            raise FileNotFoundError(f"config {preset_or_yaml!r} is neither a preset {PRESETS} nor an existing YAML file")
-        text, src = p.read_text(), str(p)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config: cannot parse {src}: {e}") from e
-    cfg = from_dict(data)
-    for o in overrides:
-        if "=" not in o:
-            raise ConfigError(f"config override {o!r} must look like section.key=value")
-        k, v = o.split("=", 1)
-        _set(cfg, k.strip(), v.strip())
-    return validate(cfg)
