@@ -143,18 +143,18 @@ def test_store_from_other_annotations_or_settings_is_refused(tiny_data, store, t
 def test_pack_resumes_after_an_interruption(tiny_data, store, tmp_path, monkeypatch):
     import handflow.data.packed as packed
 
-    real, calls = packed._save_npz, []
+    real, calls = packed.save_npz, []
 
-    def crash_on_second(path, arrays):
+    def crash_on_second(path, arrays, **kw):
         calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(path, arrays)
+        real(path, arrays, **kw)
 
-    monkeypatch.setattr(packed, "_save_npz", crash_on_second)
+    monkeypatch.setattr(packed, "save_npz", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         pack_split(tiny_data, "train", tmp_path, SIZE, chunk=5, progress=False)
-    monkeypatch.setattr(packed, "_save_npz", real)
+    monkeypatch.setattr(packed, "save_npz", real)
     assert not (tmp_path / "train" / "meta.json").exists()
     pack_split(tiny_data, "train", tmp_path, SIZE, chunk=5, progress=False)
     assert (tmp_path / "train" / "images.u8").read_bytes() == (store / "train" / "images.u8").read_bytes()

@@ -199,10 +199,13 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(W.os, "replace", boom)
+    import handflow.atomic
+
+    monkeypatch.setattr(handflow.atomic.os, "replace", boom)
     with pytest.raises(OSError):
         W.atomic_write_json(p, {"k": 2})
     assert json.loads(p.read_text()) == {"k": 1}  # the old content stays visible
+    assert sorted(q.name for q in p.parent.iterdir()) == ["x.json"]  # and no temporary file
 
 
 def test_bbox_rule():

@@ -36,6 +36,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 
+from handflow.atomic import atomic_path
 from handflow.errors import CorruptFileError, HandflowError, InputError, ModelOutputError
 from handflow.geometry.camera import crop_intrinsics, intrinsics
 
@@ -913,10 +914,7 @@ class Manifest:
 
     def write(self) -> None:
         """Write all rows (temporary file, then an atomic rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, self.COLUMNS)
             w.writeheader()
             w.writerows(self.rows.values())
-        os.replace(tmp, self.path)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from handflow.atomic import atomic_path, write_json
 from handflow.errors import CorruptFileError, HandflowError
 from handflow.safeio import load_torch_file
 
@@ -105,11 +106,10 @@ def cache_features(checkpoint: str | Path, data: str | Path, out: str | Path, sp
             feats.append(f)
             ids.append(batch["meta"]["image_id"].long())
         F = torch.cat(feats) if feats else torch.zeros(0, backbone.dim)
-        tmp = target.with_suffix(".pt.tmp")
-        torch.save({"features": F, "image_id": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)}, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            torch.save({"features": F, "image_id": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)}, tmp)
         meta["splits"][split] = int(F.shape[0])
-        meta_path.write_text(json.dumps(meta, indent=1))
+        write_json(meta_path, meta)
         log.info("features %s: %d images -> %s", split, F.shape[0], target)
     return meta
 

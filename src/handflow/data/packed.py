@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
+from handflow.atomic import save_npz, write_text
 from handflow.constants import HAND_PARAM_DIM, SIDES
 from handflow.data.augment import AugmentConfig, AugmentParams, sample_augment
 from handflow.data.crop import FILL_VALUE, warp_to_crop
@@ -167,15 +167,6 @@ class _ChunkSource(torch.utils.data.Dataset):
         return lo, torch.stack(imgs).numpy(), _stack_records(list(recs))
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, margin: float = DEFAULT_MARGIN,
                hand_model: Any = None, mano_path: str | Path | None = None, cache_dir: str | Path | None = None,
                chunk: int = DEFAULT_CHUNK, workers: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -222,7 +213,7 @@ def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, m
     for lo, imgs, recs in loader:
         mm[lo:lo + len(imgs)] = imgs
         mm.flush()
-        _save_npz(cdir / f"{lo:09d}.npz", recs)
+        save_npz(cdir / f"{lo:09d}.npz", recs, fsync=True)
         bar.update(len(imgs))
     bar.close()
     del mm
@@ -231,11 +222,9 @@ def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, m
         with np.load(cdir / f"{lo:09d}.npz", allow_pickle=False) as z:
             parts.append({k: z[k] for k in z.files})
     targets = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    _save_npz(folder / TARGETS_FILE, targets)
+    save_npz(folder / TARGETS_FILE, targets, fsync=True)
     meta = {**settings, "shape": list(shape), "margin": P / image_size, "root": str(root)}
-    tmp = folder / f".{META_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, folder / META_FILE)
+    write_text(folder / META_FILE, json.dumps(meta, indent=1) + "\n")
     for lo, _ in chunks:
         (cdir / f"{lo:09d}.npz").unlink()
     cdir.rmdir()

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 import handflow
+from handflow.atomic import save_npz
 from handflow.metrics import DEFAULT_BANDWIDTHS
 from handflow.models import decode_joints
 from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
@@ -63,12 +63,6 @@ def checkpoint_identity(path: Path) -> dict[str, Any]:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return {"size": path.stat().st_size, "sha256": h.hexdigest()}
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _check_inputs(checkpoint: Path, data: Path, multihands: Path | None, samples: int, batch_size: int,
@@ -269,7 +263,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
         while sum(len(p["image_id"]) for p in parts) < n:
             parts.append(_batch_columns(module, next(it), samples, g, cfg.data.image_size, device, records, seed))
             bar.update(len(parts[-1]["image_id"]))
-        _atomic_savez(path[c], {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        save_npz(path[c], {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     bar.close()
     return _finish(out, run, path, cfg, device)
 
@@ -280,7 +274,7 @@ def _finish(out: Path, run: dict[str, Any], paths: list[Path], cfg: Any, device:
         with np.load(p, allow_pickle=False) as z:
             parts.append({k: z[k] for k in z.files})
     per = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    _atomic_savez(out / "per_image.npz", per)
+    save_npz(out / "per_image.npz", per)
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     summary = {"model_kind": cfg.model.kind, **{k: run[k] for k in ("checkpoint", "data", "split", "multihands", "samples", "seed")},
                "num_images": int(len(per["image_id"])), "num_images_multihands": int(per["has_multihands"].sum()),

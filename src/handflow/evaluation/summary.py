@@ -6,22 +6,15 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handflow.atomic import write_text as atomic_text  # the old name, still imported by other modules
 from handflow.evaluation.per_image import ALIGNS
 
 __all__ = ["column_stats", "summary_markdown", "write_summary", "atomic_text"]
-
-
-def atomic_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def column_stats(values: np.ndarray) -> dict[str, float | int]:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handflow.atomic import write_json
+
 __all__ = ["MultiHandsRecord", "MultiHandsIndex", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -92,14 +94,8 @@ def read_part_meta(folder: Path) -> dict | None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON (indent 1) through a temporary file, fsync and an atomic rename (:mod:`handflow.atomic`)."""
+    write_json(path, data, fsync=True)
 
 
 def write_part(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from handflow.atomic import atomic_path
 from handflow.config import Config, check_hardware
 from handflow.models import model_class
 from handflow.models.checkpoint import CheckpointMismatch, load_state, read_checkpoint, stored_config
@@ -113,11 +113,12 @@ class LastCheckpoint(pl.Callback):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step == self._saved_at or trainer.sanity_checking:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # full (the default): optimizer, loops and schedule for exact resume
+        # full (the default): optimizer, loops and schedule for exact resume
         if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp)
+        else:  # other ranks write nothing, but save_checkpoint's barrier needs every rank
+            trainer.save_checkpoint(self.path)
         self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:

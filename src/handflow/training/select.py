@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from handflow.atomic import atomic_path, write_json
+
 __all__ = ["BEST", "SELECTION", "step_checkpoints", "validation_loss", "select_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -115,16 +117,14 @@ def select_checkpoint(run_dir: str | Path, split: str = "val", limit: int = 2048
         log.info("%s step %d: validation loss %.4f", run_dir.name, step, scores[str(step)]["loss"])
     best = min(ckpts, key=lambda s: (scores[str(s)]["loss"], s))
     target = run_dir / "checkpoints" / BEST
-    tmp = target.with_suffix(".ckpt.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(ckpts[best], tmp)
-    except OSError:
-        shutil.copyfile(ckpts[best], tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        try:
+            os.link(ckpts[best], tmp)
+        except OSError:
+            shutil.copyfile(ckpts[best], tmp)
     out = {"criterion": "validation loss (own objective)", "split": split, "limit": limit,
            "images": sum(int(b["K"].shape[0]) for b in batches) if batches else old.get("images"),
            "steps": {str(s): scores[str(s)] for s in ckpts}, "best_step": best,
            "best": str(target.relative_to(run_dir)), "source": str(ckpts[best].relative_to(run_dir))}
-    sel_path.write_text(json.dumps(out, indent=1))
+    write_json(sel_path, out)
     return out

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from handflow.atomic import write_bytes
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.extras import pyplot, require
 from handflow.geometry.camera import project
@@ -172,10 +173,7 @@ def write_plotly_js(folder: str | Path) -> Path:
     path = Path(folder) / PLOTLY_JS
     js = plotly_offline.get_plotlyjs().encode("utf-8")
     if not path.is_file() or path.stat().st_size != len(js):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(js)
-        tmp.replace(path)
+        write_bytes(path, js)
     return path
 
 

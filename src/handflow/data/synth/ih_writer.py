@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handflow.atomic import write_bytes
 from handflow.constants import IH42_JOINT_NAMES, IH42_PARENTS, NUM_JOINTS
 
 __all__ = [
@@ -57,23 +57,8 @@ SHARD_KEYS = ("config", "shard", "images", "annotations", "camera", "joint_3d", 
 
 # ----------------------------------------------------------------------------- atomic IO
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - platforms without directory fsync
-        pass
+    """Write ``data`` to ``path`` atomically and durably (:func:`handflow.atomic.write_bytes`, fsync)."""
+    write_bytes(path, data, fsync=True)
 
 
 def dumps(obj: Any) -> bytes:
