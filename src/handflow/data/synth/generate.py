@@ -1,7 +1,7 @@
 """Sharded, resumable, deterministic generation of the synthetic two-hand dataset.
 
 Determinism: every random stream is a ``torch.Generator`` seeded from a hash of
-``(seed, split, what, index)`` (:func:`stream`): the plan, each capture's cameras, each
+``(seed, split, what, index)`` (:func:`handflow.seeding.stream`): the plan, each capture's cameras, each
 subject's shape and skin tones, each sequence's motion, each image's light and background.
 No stream depends on another shard's work, so ``--shard i/n`` runs in any order on any
 machine and the merged files are byte-identical to an unsharded run.
@@ -22,7 +22,6 @@ any image; the same settings resume, other settings are refused unless ``overwri
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from handflow.seeding import stream  # the synthetic data's streams (re-exported: data.synth.stream)
 
 __all__ = [
     "SynthConfig",
@@ -114,12 +115,6 @@ class SeqPlan:
     length: int
     frame_start: int  # frame_idx of the first frame within its capture
     global_frame: int  # index of the first frame over the whole dataset (image ids)
-
-
-def stream(seed: int, *keys: object) -> torch.Generator:
-    """A torch RNG seeded from a hash of ``(seed, *keys)`` (stable across runs/platforms)."""
-    h = hashlib.sha256(repr((int(seed),) + tuple(str(k) for k in keys)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
 
 
 def _split_frames(frames: int, splits: tuple[str, ...], test_frames: int | None = None) -> dict[str, int]:
