@@ -42,6 +42,8 @@ __all__ = [
     "recorded_settings",
     "record_settings",
     "check_or_record",
+    "check_stored",
+    "stored_settings",
     "remove_outputs",
 ]
 
@@ -150,7 +152,8 @@ def record_settings(path: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_or_record(path: Path, settings: Mapping[str, Any], *, what: str, fix: str,
-                    outputs: Iterable[Path] = ()) -> bool:
+                    outputs: Iterable[Path] = (), record: bool = True, found: Mapping[str, Any] | None = None,
+                    expected: Mapping[str, Any] | None = None) -> bool:
     """Resume if the record at ``path`` holds ``settings``, refuse if it holds others, record
     them if there is no record (and none of ``outputs`` exists).
 
@@ -162,19 +165,52 @@ def check_or_record(path: Path, settings: Mapping[str, Any], *, what: str, fix: 
         fix: what the user can do, ending the mismatch message.
         outputs: files or folders the command writes; present without a record, they are
             refused (unknown content).
+        record: ``False``: only check; a folder without a record (from an older handflow) is
+            accepted as it is, whatever it holds.
+        found, expected: facts read from the outputs on disk (e.g. ``{"shards": 4}``) and
+            what this run expects of them; compared along with the settings, never recorded.
 
     Returns:
-        True if a record with the same settings existed (resume), False if it was created now.
+        True if a record with the same settings existed (resume), False if there was none.
 
     Raises:
         SettingsMismatch: other settings, or outputs without a record.
     """
-    old = recorded_settings(path, outputs, what)
+    old = recorded_settings(path, outputs if record else (), what)
     existed = old is not None
     if old is None:
+        if not record:
+            return False
         old = record_settings(path, settings)
-    refuse_if_different(old, settings, what, fix)
+    refuse_if_different({**old, **(found or {})}, {**settings, **(expected or {})}, what, fix)
     return existed
+
+
+def check_stored(meta: Mapping[str, Any] | None, settings: Mapping[str, Any], *, what: str, fix: str) -> bool:
+    """The settings an output stores in its own metadata (a part, a shard file): ``True`` if
+    ``meta`` records ``settings`` (done: skip it), ``False`` if there is no ``meta`` (to do).
+
+    ``meta`` holds ``{"config": settings, "fingerprint": ...}`` as :func:`stored_settings`
+    writes it.
+
+    Raises:
+        SettingsMismatch: ``meta`` records other settings (naming them, when it stores them).
+    """
+    if meta is None:
+        return False
+    if meta.get("fingerprint") == settings_fingerprint(settings):
+        return True
+    old = meta.get("config")
+    if isinstance(old, Mapping) and settings_diff(old, settings):
+        raise SettingsMismatch(mismatch_message(what, settings_diff(old, settings), fix))
+    raise SettingsMismatch(f"{what} was written with other settings (fingerprint {meta.get('fingerprint')}, now "
+                           f"{settings_fingerprint(settings)}): {fix}")
+
+
+def stored_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"config": settings, "fingerprint": ...}``: what an output stores in its own metadata
+    for :func:`check_stored`."""
+    return {"config": dict(settings), "fingerprint": settings_fingerprint(settings)}
 
 
 def remove_outputs(folder: Path, files: Iterable[Path]) -> int:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from handflow.cli.app import app
+from handflow.cli.options import CONFIG_HELP, SET_HELP, option_overrides, shard_option
+
+#: the options that are settings (option -> key of :class:`~handflow.multihands.generate.GenerateConfig`)
+SETTINGS_OPTIONS = {"num": "num", "pixel_threshold": "pixel_threshold", "rounds": "rounds",
+                    "proposals": "proposals_per_image", "prior_quantile": "prior_quantile", "seed": "seed",
+                    "image_size": "image_size", "hand_model": "hand_model", "batch_images": "batch_images",
+                    "part_size": "part_size"}
+#: the options that are not settings (folders, the shard, the device, progress)
+RUN_OPTIONS = ("data", "split", "out", "shard", "device", "progress", "config", "set_")
 
 mh_app = typer.Typer(help="MultiHands: many plausible two-hand annotations per image (paper Sec. 4).",
                      no_args_is_help=False)
@@ -32,8 +42,12 @@ def multihands(
     part_size: int = typer.Option(256, min=1, help="Images per part folder (the unit of resume)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Also perturb.<key>=VALUE (docs/multihands.md)."),
 ) -> None:
-    """Generate MultiHands annotations for one split (resumable; rerun skips finished parts)."""
+    """Generate MultiHands annotations for one split (resumable; rerun skips finished parts).
+
+    Settings: the defaults, then --config FILE, then the options given, then --set KEY=VALUE."""
     if ctx.invoked_subcommand is not None:
         return
     if data is None or out is None:
@@ -42,21 +56,21 @@ def multihands(
 
     import torch
 
+    from handflow.config import build, read_yaml
     from handflow.multihands.diagnostics import format_summary
-    from handflow.multihands.generate import GenerateConfig, dataset_targets, generate, parse_shard
+    from handflow.multihands.generate import GenerateConfig, dataset_targets, generate
 
+    shard_t = shard_option(shard)
+    layers = [] if config is None else [read_yaml(config)]
     try:
-        shard_t = parse_shard(shard)
-        cfg = GenerateConfig(num=num, rounds=rounds, proposals_per_image=proposals, pixel_threshold=pixel_threshold,
-                             prior_quantile=prior_quantile, seed=seed, image_size=image_size, hand_model=hand_model,
-                             batch_images=batch_images, part_size=part_size)
+        cfg = build(GenerateConfig, layers, [*option_overrides(ctx, SETTINGS_OPTIONS), *set_])
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise typer.BadParameter("--device cuda requested but torch sees no GPU")
-    targets = dataset_targets(data, split, image_size, hand_model)
+    targets = dataset_targets(data, split, cfg.image_size, cfg.hand_model)
     typer.echo(f"{len(targets)} images with hand-model parameters in {data} ({split}); "
-               f"T = {cfg.threshold_px:.2f} px, N = {num}, {rounds} rounds x {proposals} proposals")
+               f"T = {cfg.threshold_px:.2f} px, N = {cfg.num}, {cfg.rounds} rounds x {cfg.proposals_per_image} proposals")
     res = generate(out, split, cfg, targets, shard=shard_t, device=device, progress=progress)
     rates = res["meta"]["rates"]
     typer.echo(f"parts written {res['written']}, skipped (already done) {res['skipped']}; "
@@ -100,7 +114,7 @@ def show(
     typer.echo(f"image {image_id}: {len(rec.params)} annotations -> {path}")
 
 
-def _load_image(data: Path, split: str, size: int, hand_model: str, image_id: int):
+def _load_image(data: Path, split: str, size: int, hand_model: str, image_id: int) -> Any:  # (3, S, S) tensor
     """The dataset crop of ``image_id`` (the same crop the annotations refer to)."""
     from handflow.data import InterHandDataset
 

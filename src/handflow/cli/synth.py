@@ -7,20 +7,19 @@ from pathlib import Path
 import typer
 
 from handflow.cli.app import app
+from handflow.cli.options import CONFIG_HELP, SET_HELP, option_overrides, shard_option
 
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise typer.BadParameter(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise typer.BadParameter(f"--shard {text}: need 0 <= i < n")
-    return i, n
+#: the options that are settings (option -> key of :class:`~handflow.data.synth.settings.SynthConfig`)
+SETTINGS_OPTIONS = {"frames": "frames", "cameras": "cameras", "image_size": "image_size", "seed": "seed",
+                    "hand_model": "hand_model", "splits": "splits", "test_frames": "test_frames",
+                    "train_cameras": "train_cameras", "val_cameras": "val_cameras", "test_cameras": "test_cameras"}
+#: the options that are not settings (they may change between runs of one dataset)
+RUN_OPTIONS = ("out", "shard", "mano_path", "workers", "merge_only", "progress", "overwrite", "config", "set_")
 
 
 @app.command()
 def synth(
+    ctx: typer.Context,
     out: Path = typer.Option(..., help="Dataset root to write (InterHand2.6M layout)."),
     frames: int = typer.Option(200, min=1, help="Number of frames (3D scenes) over all splits."),
     cameras: int = typer.Option(16, min=1, help="Cameras per capture on the dome."),
@@ -43,27 +42,31 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset in OUT written with other settings: "
                                    "deletes only the files synth wrote there, then generates afresh (not with "
                                    "--shard i/n, n > 1, nor --merge)."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Generate interacting two-hand scenes seen by a dome of cameras (train/val/test).
 
+    Settings: the defaults, then --config FILE, then the options given, then --set KEY=VALUE.
     A rerun with the same settings resumes (finished shards are skipped); other settings are
     refused unless --overwrite is given. --workers and --progress may change between runs."""
     import json
 
+    from handflow.config import build, read_yaml
     from handflow.data.synth.generate import SynthConfig, find_shard_count, generate, merge
 
-    split_t = tuple(s.strip() for s in splits.split(",") if s.strip())
-    config = SynthConfig(frames=frames, cameras=cameras, image_size=image_size, seed=seed,
-                         hand_model=hand_model, splits=split_t, test_frames=test_frames,
-                         train_cameras=train_cameras, val_cameras=val_cameras, test_cameras=test_cameras)
+    shard_t = shard_option(shard)
+    layers = [] if config is None else [read_yaml(config)]
+    settings = build(SynthConfig, layers, [*option_overrides(ctx, SETTINGS_OPTIONS), *set_])
+    split_t = settings.splits
     if merge_only:
         if overwrite:
             raise typer.BadParameter("--overwrite regenerates the dataset; --merge only merges existing shards: "
                                      "give one of them")
-        summary = merge(out, find_shard_count(out, split_t), config)
+        summary = merge(out, find_shard_count(out, split_t), settings)
         typer.echo(json.dumps(summary, indent=1))
         return
-    result = generate(out, config, _parse_shard(shard), workers=workers,
+    result = generate(out, settings, shard_t, workers=workers,
                       mano_path=None if mano_path is None else str(mano_path), progress=progress,
                       overwrite=overwrite)
     if result["cleared"]:

@@ -89,10 +89,17 @@ def schema_fields(cls: type, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _closest(word: str, names: list[str]) -> list[str]:
+    """The names closest to ``word`` (a typo of one of them): the best matches of
+    :func:`difflib.get_close_matches`, those within 0.1 of the best ratio."""
+    ratio = {n: difflib.SequenceMatcher(None, word, n).ratio() for n in difflib.get_close_matches(word, names, n=3)}
+    return [n for n, r in ratio.items() if r >= max(ratio.values()) - 0.1]
+
+
 def _unknown(root: type, parts: list[str], i: int, names: list[str]) -> ConfigError:
     """The error for ``parts[i]``, not a field of its section: names it and the close keys."""
     section, key = ".".join(parts[:i]), ".".join(parts[: i + 1])
-    close = [f"{section}.{n}" if section else n for n in difflib.get_close_matches(parts[i], names, n=3)]
+    close = [f"{section}.{n}" if section else n for n in _closest(parts[i], names)]
     if i == len(parts) - 1:  # the same key in another section (train.w_det -> loss.w_det)
         close += [k for k in schema_fields(root) if k.rsplit(".", 1)[-1] == parts[i] and k not in close]
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -198,7 +198,7 @@ def saved_config(d: dict[str, Any]) -> Config:
     return from_dict(d)
 
 
-def from_dict(d: Mapping[str, Any], cls: type = None) -> Any:  # type: ignore[assignment]
+def from_dict(d: Mapping[str, Any], cls: type | None = None) -> Any:
     """Build a (nested) settings dataclass, by default :class:`Config` (then validated), from a
     (partial) dict: missing keys keep their defaults; unknown keys raise :class:`ConfigError`
     naming them and the close ones."""
@@ -234,7 +234,7 @@ def validate(cfg: Config) -> Config:
     _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1)")
     _check(m.latent_dim >= 1, f"model.latent_dim={m.latent_dim} must be >= 1")
     _check(math.isfinite(m.free_bits) and m.free_bits >= 0, f"model.free_bits={m.free_bits} must be a finite number >= 0")
-    for term, name in LOSS_WEIGHT_FIELDS.items():
+    for name in LOSS_WEIGHT_FIELDS.values():
         w = getattr(lc, name)
         _check(math.isfinite(w) and w >= 0, f"loss.{name}={w} must be a finite number >= 0")
     if lc.enabled is not None:
@@ -252,7 +252,8 @@ def validate(cfg: Config) -> Config:
     _check(m.backbone != "keypoints" or (d.features is None and m.pretrained_path is None),
            "model.backbone=keypoints reads no image: it takes neither data.features nor model.pretrained_path")
     _check(d.features is None or m.freeze_backbone,
-           "data.features (cached backbone features) needs model.freeze_backbone=true: the cache is only valid for a fixed backbone")
+           "data.features (cached backbone features) needs model.freeze_backbone=true: "
+           "the cache is only valid for a fixed backbone")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
     _check(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule={t.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
     _check(t.lr > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, "train.lr must be > 0, weight_decay and grad_clip >= 0")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from handflow.config.settings import fingerprint, parse_shard, to_dict  # parse_shard: re-exported
 from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
-from handflow.fingerprint import settings_fingerprint
 from handflow.geometry.camera import project
 from handflow.multihands.checks import default_pixel_threshold, prior_threshold
 from handflow.multihands.engine import (
@@ -90,22 +90,12 @@ class GenerateConfig:
         return default_pixel_threshold(self.image_size) if self.pixel_threshold is None else float(self.pixel_threshold)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record stored in every part's meta (and fingerprinted)."""
+        return to_dict(self)
 
     def fingerprint(self) -> str:
         """Hash of every setting that changes the output (a resumed run must match it)."""
-        return settings_fingerprint(self.to_json())
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {text}: need 0 <= i < n")
-    return i, n
+        return fingerprint(self)
 
 
 # ----------------------------------------------------------------------------- targets

@@ -23,14 +23,15 @@ any image; the same settings resume, other settings are refused unless ``overwri
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from handflow.data.synth.settings import SPLIT_FRACTIONS, SynthConfig  # the schema (re-exported)
 from handflow.seeding import stream  # the synthetic data's streams (re-exported: data.synth.stream)
 
 __all__ = [
@@ -45,61 +46,9 @@ __all__ = [
     "SPLIT_FRACTIONS",
 ]
 
-SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 SEQ_LENGTH_RANGE = (5, 20)
 CAPTURE_MAX_FRAMES = 60
 HIST_BINS = 10
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Settings that define the dataset (stored in every shard; shards must agree)."""
-
-    frames: int
-    cameras: int
-    image_size: int
-    seed: int
-    hand_model: str = "openhand"
-    splits: tuple[str, ...] = ("train", "val", "test")
-    format_version: int = FORMAT_VERSION
-    test_frames: int | None = None  # frames of the test split instead of its share of ``frames``
-    # cameras per capture of one split instead of ``cameras`` (None, or equal to ``cameras``: the same dataset)
-    train_cameras: int | None = None
-    val_cameras: int | None = None
-    test_cameras: int | None = None
-
-    def __post_init__(self) -> None:
-        for s in SPLIT_FRACTIONS:
-            c = getattr(self, f"{s}_cameras")
-            if c is not None and c < 1:
-                raise ValueError(f"--{s}-cameras must be at least 1, got {c}")
-            if c == self.cameras:  # the default spelled out: same settings, same bytes
-                object.__setattr__(self, f"{s}_cameras", None)
-
-    def cameras_for(self, split: str) -> int:
-        """Cameras per capture of ``split`` (its ``<split>_cameras``, else ``cameras``)."""
-        c = getattr(self, f"{split}_cameras", None)
-        return self.cameras if c is None else int(c)
-
-    @property
-    def id_stride(self) -> int:
-        """``image_id = global_frame · id_stride + camera_index``: the largest camera count, so
-        ids stay unique (``cameras`` when no split has its own count)."""
-        return max(self.cameras_for(s) for s in SPLIT_FRACTIONS)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["splits"] = list(self.splits)
-        for k in ("test_frames", *(f"{s}_cameras" for s in SPLIT_FRACTIONS)):
-            if d[k] is None:  # datasets written before the option have no such key
-                del d[k]
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> SynthConfig:
-        """Inverse of :meth:`to_json` (``TypeError`` for unknown or missing keys)."""
-        return cls(**{**d, "splits": tuple(d["splits"])}) if "splits" in d else cls(**d)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Reruns of ``handflow synth``: the settings record, refusal of other settings, ``--overwrite``.
 
 Before it writes any image, :func:`prepare_output` records the dataset's settings
-(``SynthConfig.to_json()`` and their fingerprint, :mod:`handflow.fingerprint`) in
+(``SynthConfig.to_json()``, :func:`handflow.config.settings_of`, and their fingerprint,
+:func:`handflow.fingerprint.check_or_record`) in
 ``ROOT/.synth_settings.json``; every shard part also stores them with its ``[i, n]``. A rerun
 with the same settings resumes (finished shards are skipped, the bytes stay those of an
 uninterrupted run); other settings, or another shard count ``n`` than the parts already
@@ -20,11 +21,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from handflow.config.settings import settings_of
 from handflow.errors import CorruptFileError, InputError
-from handflow.fingerprint import recorded_settings, record_settings, refuse_if_different, remove_outputs
+from handflow.fingerprint import check_or_record, record_settings, recorded_settings, remove_outputs
 
 if TYPE_CHECKING:
-    from handflow.data.synth.generate import SynthConfig
+    from handflow.data.synth.settings import SynthConfig
 
 __all__ = ["SETTINGS_FILE", "SUMMARY_FILE", "RERUN_FIX", "prepare_output", "check_settings", "clear_dataset",
            "dataset_files", "shard_counts"]
@@ -70,18 +72,10 @@ def check_settings(root: Path, config: SynthConfig, n: int, record: bool = True)
         CorruptFileError: the record is unreadable.
     """
     root = Path(root)
-    path = root / SETTINGS_FILE
-    old = recorded_settings(path, _outputs(root) if record else (), str(root))
-    if old is None:
-        if not record:
-            return
-        old = record_settings(path, config.to_json())
-    new = config.to_json()
-    counts = shard_counts(root, config.splits)
-    if counts:  # the shard layout, as the parts on disk record it
-        old = {**old, "shards": counts.pop() if len(counts) == 1 else sorted(counts)}
-        new = {**new, "shards": n}
-    refuse_if_different(old, new, str(root), RERUN_FIX)
+    counts = shard_counts(root, config.splits)  # the shard layout, as the parts on disk record it
+    found = {"shards": min(counts) if len(counts) == 1 else sorted(counts)} if counts else None
+    check_or_record(root / SETTINGS_FILE, settings_of(config), what=str(root), fix=RERUN_FIX, outputs=_outputs(root),
+                    record=record, found=found, expected=found and {"shards": n})
 
 
 def dataset_files(root: Path, config: SynthConfig, shard_parts: list[Path] | None = None) -> list[Path]:
@@ -110,7 +104,7 @@ def clear_dataset(root: Path) -> int:
         SettingsMismatch: synth outputs without a record (what they are is unknown).
         CorruptFileError: the record is unreadable or from another format version.
     """
-    from handflow.data.synth.generate import FORMAT_VERSION, SynthConfig
+    from handflow.data.synth.settings import FORMAT_VERSION, SynthConfig
 
     root = Path(root)
     old = recorded_settings(root / SETTINGS_FILE, _outputs(root), str(root))
@@ -139,6 +133,6 @@ def prepare_output(root: Path, config: SynthConfig, n: int, overwrite: bool = Fa
                              "delete each other's output): replace the dataset in one run without --shard, or move "
                              "it away before starting the shards, or use another --out")
         cleared = clear_dataset(root)
-        record_settings(root / SETTINGS_FILE, config.to_json())  # the user's files left behind are no obstacle
+        record_settings(root / SETTINGS_FILE, settings_of(config))  # the user's files left behind are no obstacle
     check_settings(root, config, n, record=True)
     return cleared
