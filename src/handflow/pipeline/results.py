@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from handflow.errors import MissingFileError
+from handflow.errors import CorruptFileError, MissingFileError
 from handflow.pipeline.plan import ReportPlan, plan_command
 from handflow.pipeline.stages import backbone_stage, eval_stage, features_stage, finished_step, synth_settings, train_stage
 
@@ -108,19 +108,24 @@ def read_results(folder: str | Path) -> ResultsTable:
     folder = Path(folder)
     if not (folder / "results.csv").is_file():
         raise MissingFileError(f"no results table {folder / 'results.csv'}: run `handflow report --render` first")
-    rows: dict[tuple[str, int], dict[str, tuple[list[int], list[float]]]] = {}
+    rows: dict[tuple[str, int], dict[str, tuple[list[str], list[str]]]] = {}
+    key, ids, vals = None, [], []
     with open(folder / "results.csv", newline="") as fh:
         r = csv.reader(fh)
-        next(r)
-        for run, seed, img, metric, value in r:
-            ids, vals = rows.setdefault((run, _int(seed)), {}).setdefault(metric, ([], []))
-            ids.append(_int(img))
-            vals.append(float(value))
+        if next(r, None) != list(HEADER):
+            raise CorruptFileError(f"{folder / 'results.csv'} is not a results table (header {', '.join(HEADER)})")
+        for run, seed, img, metric, value in r:  # rows come grouped by (run, seed, metric): look the group up on change
+            if key != (run, seed, metric):
+                key = (run, seed, metric)
+                ids, vals = rows.setdefault((run, _int(seed)), {}).setdefault(metric, ([], []))
+            ids.append(img)
+            vals.append(value)
     with open(folder / "images.csv", newline="") as fh:
         recs = list(csv.DictReader(fh))
     images = {k: np.array([int(x[k]) if k != "seq" and k != "camera" else x[k] for x in recs]) for k in IMAGE_KEYS}
     ctx = json.loads((folder / "context.json").read_text()) if (folder / "context.json").exists() else {}
-    values = {k: {m: (np.array(i, dtype=np.int64), np.array(v, dtype=float)) for m, (i, v) in d.items()} for k, d in rows.items()}
+    values = {k: {m: (np.array([NONE] * len(i) if i[0] == "" else i, dtype=np.int64), np.array(v, dtype=float))
+                  for m, (i, v) in d.items()} for k, d in rows.items()}
     return ResultsTable(values, images, ctx)
 
 
