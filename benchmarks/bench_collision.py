@@ -58,7 +58,7 @@ def naive_collide(right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     return (d < sr[:, :, None] + sl[:, None]).flatten(1).any(1)
 
 
-def best_of(fn, repeats: int):  # noqa: ANN001, ANN201
+def best_of(fn, repeats: int):
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -43,7 +43,8 @@ def write_annotations(root: Path, frames: int, cameras: int, split: str = "train
                            "capture": 0, "subject": 0, "seq_name": "0000_seq", "camera": c, "frame_idx": f})
             anns.append({"id": iid, "image_id": iid, "bbox": [0.0, 0.0, 100.0, 100.0], "joint_valid": [[1]] * NUM_JOINTS,
                          "hand_type": "interacting", "hand_type_valid": 1})
-    for kind, obj in (("data", {"images": images, "annotations": anns}), ("camera", camera), ("joint_3d", j3d), ("MANO_NeuralAnnot", mano)):
+    for kind, obj in (("data", {"images": images, "annotations": anns}), ("camera", camera), ("joint_3d", j3d),
+                      ("MANO_NeuralAnnot", mano)):
         (ann / f"InterHand2.6M_{split}_{kind}.json").write_text(json.dumps(obj))
     return len(images)
 
@@ -90,7 +91,8 @@ def main() -> None:
         print(f"ratio build/json.load: time {t_build / t_plain:.2f}x, peak memory {m_build / m_plain:.2f}x")
         t = time.perf_counter()
         idx = SplitIndex(root, "train", cache_dir=Path(tmp) / "cache")
-        print(f"reopen the memory-mapped index: {1e3 * (time.perf_counter() - t):.1f} ms ({len(idx)} images, rebuilt={idx.rebuilt})")
+        ms = 1e3 * (time.perf_counter() - t)
+        print(f"reopen the memory-mapped index: {ms:.1f} ms ({len(idx)} images, rebuilt={idx.rebuilt})")
 
         from handflow.data import InterHandDataset
         from handflow.data.synth.generate import SynthConfig, generate
@@ -109,7 +111,8 @@ def main() -> None:
             for i in range(m):
                 ds.annotation(i)
             da = time.perf_counter() - t
-            print(f"synthetic 256 px -> 128 px crops, augment={aug!s:5s}: {m / dt:7.1f} items/s, annotation only {m / da:7.1f} items/s")
+            print(f"synthetic 256 px -> 128 px crops, augment={aug!s:5s}: {m / dt:7.1f} items/s, "
+                  f"annotation only {m / da:7.1f} items/s")
 
 
 if __name__ == "__main__":

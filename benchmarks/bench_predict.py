@@ -1,6 +1,7 @@
 """Cost of N samples vs one deterministic pass, batch 1 (the backbone runs once per image).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_predict.py [--config cpu|paper] [--device cpu|cuda] [--set model.flow_hidden=256 ...]
+    OMP_NUM_THREADS=1 python benchmarks/bench_predict.py [--config cpu|paper] [--device cpu|cuda] \
+        [--set model.flow_hidden=256 ...]
 
 Prints the time of (a) backbone + the z = 0 estimate and (b) backbone + z = 0 + N samples,
 measured side by side, and their ratio (goal: N = 100 costs <= 1.2x one pass).
@@ -9,6 +10,7 @@ measured side by side, and their ratio (goal: N = 100 costs <= 1.2x one pass).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -36,10 +38,11 @@ def main() -> None:
     S = cfg.data.image_size
     img = torch.rand(1, 3, S, S, device=a.device)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
-    ctx = torch.autocast("cuda", dtype=torch.float16) if a.device.startswith("cuda") and "16" in cfg.train.precision else torch.autocast("cpu", enabled=False)
+    half = a.device.startswith("cuda") and "16" in cfg.train.precision
+    ctx = torch.autocast("cuda", dtype=torch.float16) if half else torch.autocast("cpu", enabled=False)
     fns = {0: lambda: model.z0(model.features(img))}  # one deterministic pass
     for n in a.samples:
-        fns[n] = (lambda n: lambda: model.predict(img, n))(n)
+        fns[n] = functools.partial(model.predict, img, n)
     times: dict[int, list[float]] = {k: [] for k in fns}
     with torch.no_grad(), ctx:
         for fn in fns.values():

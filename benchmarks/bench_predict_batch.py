@@ -19,6 +19,7 @@ the variant's time in the same repeat.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -72,9 +73,9 @@ def main() -> None:
 
     variants = {}
     for n in a.samples:
-        variants[(n, "loop")] = (lambda n: lambda: old_loop(predictor, images, cameras, boxes, n))(n)
+        variants[(n, "loop")] = functools.partial(old_loop, predictor, images, cameras, boxes, n)
         for b in a.batch:
-            variants[(n, f"batch {b}")] = (lambda n, b: lambda: batched(n, b))(n, b)
+            variants[(n, f"batch {b}")] = functools.partial(batched, n, b)
     times: dict = {k: [] for k in variants}
     for fn in variants.values():  # warm-up
         fn()

@@ -49,13 +49,15 @@ def main() -> None:
             for i in range(n):
                 r.render([Mesh(vertices=vr[i], faces=fr), Mesh(vertices=vl[i], faces=fl, hand_id=1)], K)
             fps[b] = n / (time.perf_counter() - t)
-        print(f"{S:>5} " + " ".join(f"{fps[b]:>10.1f}" for b in backends) + (f"   {fps['gl'] / fps['torch']:>8.1f}x" if "gl" in fps else ""))
+        ratio = f"   {fps['gl'] / fps['torch']:>8.1f}x" if "gl" in fps else ""
+        print(f"{S:>5} " + " ".join(f"{fps[b]:>10.1f}" for b in backends) + ratio)
     S = 128
     K = intrinsics(float(S), float(S), S / 2, S / 2).expand(n, 3, 3)
     joint_visibility_batch([vr[:4], vl[:4]], [fr, fl], [jr[:4], jl[:4]], K[:4], (S, S))
     t = time.perf_counter()
     for s in range(0, n, 20):
-        joint_visibility_batch([vr[s : s + 20], vl[s : s + 20]], [fr, fl], [jr[s : s + 20], jl[s : s + 20]], K[s : s + 20], (S, S))
+        b = slice(s, s + 20)
+        joint_visibility_batch([vr[b], vl[b]], [fr, fl], [jr[b], jl[b]], K[b], (S, S))
     print(f"batched visibility (torch, 128 px, batches of 20 scenes): {n / (time.perf_counter() - t):.1f} scenes/s")
 
 

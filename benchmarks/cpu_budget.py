@@ -28,7 +28,8 @@ def load_batches(ckpt: Path, data: Path, split: str, limit: int, batch_size: int
     """An evenly spaced subset of ``split`` as collated batches, cropped as ``ckpt`` expects
     (read once, then scored for every checkpoint of the run)."""
     module, cfg = load_checkpoint(ckpt)
-    dm = InterHandDataModule(data, image_size=cfg.data.image_size, batch_size=batch_size, hand_model=module.hand_model, augment=False)
+    dm = InterHandDataModule(data, image_size=cfg.data.image_size, batch_size=batch_size, hand_model=module.hand_model,
+                             augment=False)
     ds = dm.dataset(split)
     idx = torch.linspace(0, len(ds) - 1, min(limit, len(ds))).long().tolist()
     return [torch.utils.data.default_collate([ds[i] for i in idx[i0:i0 + batch_size]]) for i0 in range(0, len(idx), batch_size)]

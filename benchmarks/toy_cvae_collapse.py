@@ -74,7 +74,8 @@ def main() -> None:
                 smp = m.sample_std(P[:EVAL_IMAGES], EVAL_SAMPLES)
                 proj = ((smp - (P[:EVAL_IMAGES] @ A)[:, None]) * amb).sum(-1) / amb.square().sum()
             print(f"step {step:5d}  loss {loss.item():7.3f}  KL {kl:5.2f} nats  dec logvar ambiguous {lv[:k].mean():5.2f} "
-                  f"others {lv[k:].mean():5.2f}  offset std {proj.std():4.2f}  |offset|>0.5 {(proj.abs() > 0.5).float().mean():4.2f}",
+                  f"others {lv[k:].mean():5.2f}  offset std {proj.std():4.2f}  "
+                  f"|offset|>0.5 {(proj.abs() > 0.5).float().mean():4.2f}",
                   flush=True)
     print(f"{a.steps} steps in {time.perf_counter() - t0:.1f} s")
 

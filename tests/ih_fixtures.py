@@ -35,7 +35,7 @@ def write_fixture(root: Path, split: str = "test", left_missing_frame: bool = Tr
     g = torch.Generator().manual_seed(0)
     images, annotations, j3d, mano, truth = [], [], {}, {}, {}
     cams = {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
-    for name, (pos, yaw, w, h, f, pp) in CAMERAS.items():
+    for name, (pos, yaw, _w, _h, f, pp) in CAMERAS.items():
         cams["campos"][name], cams["camrot"][name] = pos, _camrot(yaw).tolist()
         cams["focal"][name], cams["princpt"][name] = f, pp
     eye, zero = torch.eye(3, dtype=torch.float64)[None], torch.zeros(1, 3, dtype=torch.float64)

@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from handflow.baselines import (CVAEModel, DeterministicModel, GaussianModel, MCDropoutModel, gaussian_log_prob, head_mlp,
-                                kl_to_standard_normal)
+from handflow.baselines import (
+    CVAEModel,
+    DeterministicModel,
+    GaussianModel,
+    MCDropoutModel,
+    gaussian_log_prob,
+    head_mlp,
+    kl_to_standard_normal,
+)
 from handflow.config import ConfigError, load_config
 from handflow.constants import PARAM_DIM
 from handflow.models import MODEL_REGISTRY, build_model
@@ -84,7 +91,8 @@ def test_deterministic_repeats_its_prediction() -> None:
     _perturb(m)
     out = m.predict(torch.rand(2, 3, SIZE, SIZE), 4)
     assert torch.equal(out["samples"], out["z0"][:, None].expand(-1, 4, -1))
-    assert m.head_losses(torch.randn(2, m.backbone.dim), torch.randn(2, 1, PARAM_DIM), torch.ones(2, 1, dtype=torch.bool), None) == {}
+    y_mask = torch.ones(2, 1, dtype=torch.bool)
+    assert m.head_losses(torch.randn(2, m.backbone.dim), torch.randn(2, 1, PARAM_DIM), y_mask, None) == {}
 
 
 def test_gaussian_samples_follow_the_predicted_distribution() -> None:

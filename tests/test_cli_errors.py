@@ -19,7 +19,7 @@ from handflow.errors import HandflowError, InputError
 def _train_raising(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> list[str]:
     """``handflow train`` arguments whose training call raises ``exc`` (nothing is trained)."""
 
-    def fake(cfg, resume=True):  # noqa: ANN001, ARG001
+    def fake(cfg, resume=True):
         raise exc
 
     monkeypatch.setattr(handflow.training, "train", fake)
@@ -129,7 +129,7 @@ def test_logging_is_configured_once(capsys) -> None:
 
 
 def test_cli_prints_info_logs(monkeypatch) -> None:
-    def fake(cfg, resume=True):  # noqa: ANN001, ARG001
+    def fake(cfg, resume=True):
         logging.getLogger("handflow.training.runner").info("resuming from last.ckpt")
         return "last.ckpt"
 

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_train
+
 from handflow.constants import LEFT_ROOT, NUM_HAND_JOINTS, RIGHT_ROOT
 from handflow.evaluation import RunMismatch, evaluate
-from handflow.evaluation.scoring import SEED_STRIDE
 from handflow.evaluation.per_image import image_metrics
+from handflow.evaluation.scoring import SEED_STRIDE
 from handflow.metrics import mmd
 
 

@@ -73,7 +73,7 @@ def test_round_trips(flow: ConditionalGlow, sample_axis: int | None) -> None:
         lambda: LULinear(D, seed=1, init="orthogonal"),
     ],
 )
-def test_layer_round_trip_and_logdet(layer) -> None:  # noqa: ANN001
+def test_layer_round_trip_and_logdet(layer) -> None:
     """Every unconditional layer on its own: round trip and log|det| vs autograd."""
     m = layer().double().eval()  # eval: ActNorm must not re-initialise from x here
     perturb_(m)
@@ -97,7 +97,7 @@ def test_coupling_round_trip_logdet_and_affine() -> None:
         x_back, ld_inv = m.inverse(y, ctx)
         assert (x_back - x).abs().max() <= ROUND_TRIP_TOL
         assert (ld + ld_inv).abs().max() <= ROUND_TRIP_TOL
-        jac = torch.autograd.functional.jacobian(lambda v: m(v[None], ctx[:1])[0][0], x[0])
+        jac = torch.autograd.functional.jacobian(lambda v, m=m, ctx=ctx: m(v[None], ctx[:1])[0][0], x[0])
         assert abs(torch.linalg.slogdet(jac).logabsdet - ld[0]) <= LOGDET_TOL
         # identity half unchanged, and the log-det depends on x (affine, not additive)
         n_id = 7 - 7 // 2 if swap else 7 // 2
@@ -160,10 +160,10 @@ def test_logdet_matches_autograd_jacobian(flow: ConditionalGlow) -> None:
     z_back, ld_inv = flow.inverse(y, c)
     logdets = []
     for i in range(4):  # several contexts
-        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None], c[i : i + 1])[0][0], z[i])
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: flow(v[None], c[i : i + 1])[0][0], z[i])
         logdets.append(torch.linalg.slogdet(jac).logabsdet)
         jac_inv = torch.autograd.functional.jacobian(
-            lambda v: flow.inverse(v[None], c[i : i + 1])[0][0], y[i]
+            lambda v, i=i: flow.inverse(v[None], c[i : i + 1])[0][0], y[i]
         )
         assert abs(torch.linalg.slogdet(jac_inv).logabsdet - ld_inv[i]) <= LOGDET_TOL
     assert torch.allclose(torch.stack(logdets), ld, atol=LOGDET_TOL, rtol=0)

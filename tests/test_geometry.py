@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from conftest import random_rotmats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +26,6 @@ from handflow.geometry import (
     uvs_to_root,
     world_to_camera,
 )
-
-from conftest import random_rotmats
 
 f64 = torch.float64
 finite = st.floats(-1e3, 1e3, allow_nan=False)
@@ -133,7 +132,7 @@ def test_world_camera_round_trip_and_convention(seed: int) -> None:
 )  # fmt: skip
 def test_projection_of_crop_equals_crop_of_projection(fx, fy, cx, cy, x0, y0, w, S, seed) -> None:
     g = torch.Generator().manual_seed(seed)
-    K = intrinsics(torch.tensor(fx, dtype=f64), torch.tensor(fy, dtype=f64), torch.tensor(cx, dtype=f64), torch.tensor(cy, dtype=f64))
+    K = intrinsics(*(torch.tensor(v, dtype=f64) for v in (fx, fy, cx, cy)))
     X = torch.randn(21, 3, generator=g, dtype=f64) * 100 + torch.tensor([0, 0, 800.0], dtype=f64)
     bbox = torch.tensor([x0, y0, w, w], dtype=f64)
     lhs = project(X, crop_intrinsics(K, bbox, S), eps=0)
@@ -142,7 +141,7 @@ def test_projection_of_crop_equals_crop_of_projection(fx, fy, cx, cy, x0, y0, w,
 
 
 def test_unproject_inverts_project() -> None:
-    K = intrinsics(torch.tensor(1200.0, dtype=f64), torch.tensor(1190.0, dtype=f64), torch.tensor(160.0, dtype=f64), torch.tensor(250.0, dtype=f64))
+    K = intrinsics(*(torch.tensor(v, dtype=f64) for v in (1200.0, 1190.0, 160.0, 250.0)))
     X = torch.randn(3, 21, 3, dtype=f64) * 50 + torch.tensor([0, 0, 900.0], dtype=f64)
     back = unproject(project(X, K, eps=0), X[..., 2], K)
     assert torch.allclose(back, X, atol=1e-9)

@@ -13,11 +13,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ih_fixtures import write_fixture
 
 from handflow.data.crop import rot_z, warp_to_crop
 from handflow.geometry import crop_intrinsics, intrinsics, project
-
-from ih_fixtures import write_fixture
 
 W, H = 334, 512  # a portrait InterHand2.6M image
 
@@ -146,7 +145,8 @@ def test_worker_init_uses_one_thread() -> None:
 
 leaves = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
                    st.text(alphabet=st.characters(codec="utf-8"), max_size=6))
-values = st.recursive(leaves, lambda ch: st.lists(ch, max_size=4) | st.dictionaries(st.text(max_size=4), ch, max_size=4), max_leaves=12)
+values = st.recursive(leaves, lambda ch: st.lists(ch, max_size=4) | st.dictionaries(st.text(max_size=4), ch, max_size=4),
+                      max_leaves=12)
 
 
 @settings(max_examples=120, deadline=None)
@@ -211,7 +211,6 @@ def test_parameters_of_another_hand_model_are_refused(tmp_path) -> None:
     """A synthetic set names its hand model; reading its parameters with another model
     would give wrong hands silently, so it is an error."""
     from handflow.data import InterHandDataset
-    from handflow.hand.base import HandModel
 
     write_fixture(tmp_path)
     p = tmp_path / "annotations/test/InterHand2.6M_test_MANO_NeuralAnnot.json"

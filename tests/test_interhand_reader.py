@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from ih_fixtures import write_fixture
 
 # lightning (hence torchvision) is imported before any test creates an EGL context: importing
 # torchvision after one segfaults on this machine (reported to the renderer's owner)
@@ -17,8 +18,6 @@ from handflow.data.ih_json import AnnotationError
 from handflow.geometry import project
 from handflow.hand import load_hand_model
 from handflow.params import unpack
-
-from ih_fixtures import write_fixture
 
 
 @pytest.fixture
@@ -180,9 +179,11 @@ def test_reads_the_synthetic_dataset(tmp_path) -> None:
         c = cams[str(m["capture"])]
         K = intrinsics(*(torch.tensor(v, dtype=torch.float64) for v in (*c["focal"][m["camera"]], *c["princpt"][m["camera"]])))
         X = world_to_camera(torch.tensor(j3d[str(m["capture"])][str(m["frame"])]["world_coord"], dtype=torch.float64),
-                            torch.tensor(c["camrot"][m["camera"]], dtype=torch.float64), torch.tensor(c["campos"][m["camera"]], dtype=torch.float64))
+                            torch.tensor(c["camrot"][m["camera"]], dtype=torch.float64),
+                            torch.tensor(c["campos"][m["camera"]], dtype=torch.float64))
         uv = project(X, K).numpy()
-        src = np.asarray(Image.open(tmp_path / "images/train" / m["file_name"]).convert("RGB"), np.float64).transpose(2, 0, 1) / 255
+        src = Image.open(tmp_path / "images/train" / m["file_name"]).convert("RGB")
+        src = np.asarray(src, np.float64).transpose(2, 0, 1) / 255
         crop = it["image"].double().numpy()
         for j in torch.nonzero(it["joint_valid"]).flatten().tolist():
             (x, y), (u, v) = it["joints_2d"][j].tolist(), uv[j]
@@ -275,7 +276,8 @@ def test_augmented_dots_move_with_the_joints(fixture) -> None:
             v = it["joint_valid"]
             torch.testing.assert_close(it["joints_cam"][v, 2], ref["joints_cam"][v, 2], atol=1e-3, rtol=0)
             d = torch.cdist(it["joints_cam"][v].double(), it["joints_cam"][v].double())
-            torch.testing.assert_close(d, torch.cdist(ref["joints_cam"][v].double(), ref["joints_cam"][v].double()), atol=1e-3, rtol=0)
+            d_ref = torch.cdist(ref["joints_cam"][v].double(), ref["joints_cam"][v].double())
+            torch.testing.assert_close(d, d_ref, atol=1e-3, rtol=0)
             a, b = it["joints_cam"][v, :2].double(), ref["joints_cam"][v, :2].double()
             angles.append(torch.atan2(a[0, 1], a[0, 0]) - torch.atan2(b[0, 1], b[0, 0]))
             _dots_follow_joints(it, truth)
@@ -358,7 +360,7 @@ def test_json_stream_matches_json_load(tmp_path) -> None:
     p.write_text(json.dumps(doc)[:-40])
     with pytest.raises(AnnotationError, match="corrupt JSON"):
         with JsonStream(p) as s:
-            for k in s.object_keys():
+            for _ in s.object_keys():
                 s.skip()
 
 

@@ -8,14 +8,20 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cfg
+
 from handflow.config import ConfigError, load_config
 from handflow.constants import NUM_JOINTS
 from handflow.data.datamodule import InterHandDataModule
 from handflow.data.interhand import InterHandDataset
-from handflow.models.keypoint_encoder import (EVIDENCE_DIM, NOISE_REFERENCE_SIZE, KeypointEncoder, build_evidence,
-                                              image_noise, training_noise)
+from handflow.models.keypoint_encoder import (
+    EVIDENCE_DIM,
+    NOISE_REFERENCE_SIZE,
+    KeypointEncoder,
+    build_evidence,
+    image_noise,
+    training_noise,
+)
 from handflow.safeio import load_torch_file
 from handflow.training import load_checkpoint, train
 
@@ -149,10 +155,18 @@ def test_report_keypoint_jobs_and_page_parts(tmp_path) -> None:
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_report import _write_eval  # noqa: E402 (the image protocol's fake evaluations)
+    from test_report import _write_eval  # the image protocol's fake evaluations
 
-    from handflow.evaluation.report import (KP_BEGIN, KP_END, ReportPlan, load_plan, merge_page, plan_command, run_report,
-                                            train_job)
+    from handflow.evaluation.report import (
+        KP_BEGIN,
+        KP_END,
+        ReportPlan,
+        load_plan,
+        merge_page,
+        plan_command,
+        run_report,
+        train_job,
+    )
 
     plan = ReportPlan(work=str(tmp_path / "w"), protocol="keypoints", keypoint_noise_px=3.0, seeds=(0, 1), steps=7)
     argv = train_job(plan, "flow_no_2d", 1).argv

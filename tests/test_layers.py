@@ -27,8 +27,8 @@ def test_lower_layers_do_not_import_upper_ones(module: str, above: tuple[str, ..
 
 def test_openhand_joints_fast_path_equals_forward() -> None:
     """``OpenHand.joints`` (fingertips only) is the backend's own method, equal to the forward pass."""
-    from handflow.hand import HandModel, load_hand_model
     from handflow.geometry import axis_angle_to_matrix
+    from handflow.hand import HandModel, load_hand_model
 
     model = load_hand_model("openhand").double()
     assert type(model).joints is not HandModel.joints

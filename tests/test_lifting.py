@@ -8,13 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_train
+
 from handflow.constants import NUM_JOINTS
 from handflow.errors import InputError, MissingFileError
 from handflow.geometry.camera import project
-from handflow.lifting import (SHIPPED_MODEL, crop_geometry, export_lifting_model, lifting_command, load_lifting_model,
-                              predict_from_keypoints, read_keypoints_file)
+from handflow.lifting import (
+    SHIPPED_MODEL,
+    crop_geometry,
+    export_lifting_model,
+    lifting_command,
+    load_lifting_model,
+    predict_from_keypoints,
+    read_keypoints_file,
+)
 
 DOCS_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "lifting_example.json"
 
@@ -51,8 +58,8 @@ def test_predict_from_keypoints_api(tiny_data, kp_ckpt) -> None:
     assert torch.isfinite(a[0].z0_joints).all() and a[0].crop.shape == (3, 64, 64)
     torch.testing.assert_close(a[0].sample_joints, b[0].sample_joints)  # K and focal + princpt agree; seeded
     # the z = 0 estimate is the model on the same (noise-free) evidence the dataset gives
-    from handflow.models.keypoint_encoder import build_evidence
     from handflow.models import decode_joints
+    from handflow.models.keypoint_encoder import build_evidence
 
     module = load_lifting_model(kp_ckpt)
     vis = valid

@@ -12,14 +12,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import random_rotmats
 
 from handflow.constants import MANO21_TO_IH, MANO_PARENTS, MANO_TIP_VERTICES
 from handflow.hand import load_hand_model
 from handflow.hand.mano import ManoModel
 from handflow.hand.mano_io import ManoFormatError, load_mano_arrays
 from handflow.testing.mano import fake_mano_arrays, write_fake_mano
-
-from conftest import random_rotmats
 
 
 @pytest.fixture(scope="module")

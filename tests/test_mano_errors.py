@@ -6,8 +6,9 @@ Files are written by ``handflow.testing.mano`` in the real on-disk format."""
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,8 +108,8 @@ def _del(attr: str) -> Callable[[Any], None]:
      r"does not describe 778 columns"),
     (lambda o: setattr(o["J_regressor"], "data", o["J_regressor"].data[:-1]), r"J_regressor: scipy csc_matrix has \d+ 'data' "),
     (lambda o: o.__setitem__("f", np.full((1538, 3), 778, np.uint32)), r"f: vertex indices 778\.\.778 are outside 0\.\.777"),
-], ids=["Ch-x", "Select-idxs", "idxs-past-end", "idxs-negative", "idxs-short", "idxs-float", "Select-cycle", "preferred_shape", "csc-indptr",
-        "csc-rows", "csc-indptr-short", "csc-data", "faces"])
+], ids=["Ch-x", "Select-idxs", "idxs-past-end", "idxs-negative", "idxs-short", "idxs-float", "Select-cycle", "preferred_shape",
+        "csc-indptr", "csc-rows", "csc-indptr-short", "csc-data", "faces"])
 def test_damaged_stand_ins_name_the_key(tmp_path: Path, edit: Callable[[dict[str, Any]], None], pattern: str) -> None:
     e = _refused(_write(tmp_path, edit), pattern)
     assert "mano.is.tue.mpg.de" in str(e)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import random_rotmats
 
 from handflow.config import load_config
 from handflow.constants import NUM_ROT, PARAM_DIM
@@ -14,8 +15,6 @@ from handflow.hand.registry import load_hand_model
 from handflow.models import build_model, decode_joints
 from handflow.models.backbone import FEATURE_DIMS, Backbone
 from handflow.params import pack, pack_hand
-
-from conftest import random_rotmats
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -14,17 +14,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import random_rotmats
 
 from handflow.constants import IH_TIPS, NUM_HAND_JOINTS, NUM_JOINTS, SIDES
 from handflow.geometry.camera import project
 from handflow.hand.collision import collide
 from handflow.hand.registry import load_hand_model
 from handflow.multihands import io as mh_io
-from handflow.multihands.posing import MESH_CHUNK, has_fast_path, pose_joints, pose_meshes
 from handflow.multihands.generate import GenerateConfig, generate, targets_from_items
+from handflow.multihands.posing import MESH_CHUNK, has_fast_path, pose_joints, pose_meshes
 from handflow.params import pack, pack_hand, unpack
-
-from conftest import random_rotmats
 
 SIZE = 48
 FOCAL = 80.0
@@ -105,9 +104,8 @@ def single_visibility(model, rotmats, betas, root, K):
     """Visibility of one scene, recomputed from scratch: (42,) bool."""
     outs = [model(rotmats[h][None], betas[h][None], side=s).translate(root[h][None]) for h, s in enumerate(SIDES)]
     if _render_available():
-        from handflow.render.visibility import joint_visibility
-
         from handflow.render import Mesh
+        from handflow.render.visibility import joint_visibility
 
         # the dataset's calling convention (handflow.data.synth.frames): hand ids 0 right, 1 left
         meshes = [Mesh(vertices=o.vertices[0].float(), faces=model.faces_for(s), color=torch.tensor([0.8, 0.6, 0.5]),

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_rotmats
 
 from handflow.multihands.checks import check_occlusion, check_reprojection, default_pixel_threshold
 from handflow.multihands.io import load, part_name, write_part
 from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, moved_joints, perturb
-
-from conftest import random_rotmats
 
 
 def test_reprojection_only_counts_visible_joints() -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_rotmats
 
 from handflow.geometry import axis_angle_to_matrix, world_to_camera
 from handflow.hand import load_hand_model
 from handflow.hand.neuralannot import camera_to_neuralannot, neuralannot_to_camera
 from handflow.testing.mano import write_fake_mano
-
-from conftest import random_rotmats
 
 f64 = torch.float64
 
@@ -60,11 +59,13 @@ def test_camera_frame_matches_world_posing(model, side: str) -> None:
 
 def test_bad_input(model) -> None:
     z = torch.zeros(1, 48, dtype=f64)
+    rest = (torch.zeros(1, 10, dtype=f64), torch.zeros(1, 3, dtype=f64), torch.eye(3, dtype=f64)[None],
+            torch.zeros(1, 3, dtype=f64))  # shape, trans, camrot, campos
     with pytest.raises(ValueError, match="pose must be"):
-        neuralannot_to_camera(z[:, :45], torch.zeros(1, 10, dtype=f64), torch.zeros(1, 3, dtype=f64), torch.eye(3, dtype=f64)[None], torch.zeros(1, 3, dtype=f64), model, "right")
+        neuralannot_to_camera(z[:, :45], *rest, model, "right")
     bad = z.clone()
     bad[0, 5] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        neuralannot_to_camera(bad, torch.zeros(1, 10, dtype=f64), torch.zeros(1, 3, dtype=f64), torch.eye(3, dtype=f64)[None], torch.zeros(1, 3, dtype=f64), model, "right")
+        neuralannot_to_camera(bad, *rest, model, "right")
     with pytest.raises(ValueError, match="unknown hand side"):
-        neuralannot_to_camera(z, torch.zeros(1, 10, dtype=f64), torch.zeros(1, 3, dtype=f64), torch.eye(3, dtype=f64)[None], torch.zeros(1, 3, dtype=f64), model, "up")
+        neuralannot_to_camera(z, *rest, model, "up")

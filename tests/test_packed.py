@@ -11,8 +11,15 @@ import torch
 
 from handflow.data.augment import AugmentConfig, AugmentParams, color_jitter, sample_augment
 from handflow.data.interhand import InterHandDataset
-from handflow.data.packed import (AugmentBatch, PackedDataModule, PackedDataset, PackedStoreError, augment_batch,
-                                  collate_packed, pack_split)
+from handflow.data.packed import (
+    AugmentBatch,
+    PackedDataModule,
+    PackedDataset,
+    PackedStoreError,
+    augment_batch,
+    collate_packed,
+    pack_split,
+)
 from handflow.errors import SettingsMismatch
 
 SIZE = 64
@@ -165,6 +172,7 @@ def test_pack_resumes_after_an_interruption(tiny_data, store, tmp_path, monkeypa
 
 def test_training_loss_is_the_same_on_packed_and_dataset_batches(tiny_data, store, tmp_path):
     from conftest import tiny_cfg
+
     from handflow.training.module import HandFlowModule
     from handflow.training.runner import fit_normalizer
 
@@ -182,6 +190,7 @@ def test_training_loss_is_the_same_on_packed_and_dataset_batches(tiny_data, stor
 
 def test_data_packed_trains_through_the_entry_point(tiny_data, store, tmp_path):
     from conftest import tiny_cfg
+
     from handflow.data.datamodule import InterHandDataModule
     from handflow.training import train
 
@@ -200,6 +209,7 @@ def test_data_packed_trains_through_the_entry_point(tiny_data, store, tmp_path):
 
 def test_packed_refuses_multihands_and_other_sizes(tiny_data, store, tmp_path):
     from conftest import tiny_cfg
+
     from handflow.data.datamodule import InterHandDataModule
 
     cfg = tiny_cfg(tiny_data, tmp_path, 1, **{"data.packed": str(store), "data.multihands": str(tmp_path)})

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from conftest import random_rotmats
 
 from handflow.constants import HAND_PARAM_DIM, PARAM_DIM
 from handflow.geometry import intrinsics, matrix_to_rot6d
 from handflow.params import ParamNormalizer, pack, pack_hand, unpack
-
-from conftest import random_rotmats
 
 f64 = torch.float64
 
@@ -22,7 +21,7 @@ def _hand(B: int, g: torch.Generator):
 
 def test_pack_unpack_round_trip(gen: torch.Generator) -> None:
     B, S = 5, 128
-    K = intrinsics(torch.full((B,), 400.0, dtype=f64), torch.full((B,), 400.0, dtype=f64), torch.full((B,), 64.0, dtype=f64), torch.full((B,), 60.0, dtype=f64))
+    K = intrinsics(*(torch.full((B,), v, dtype=f64) for v in (400.0, 400.0, 64.0, 60.0)))
     r, l = _hand(B, gen), _hand(B, gen)
     y = pack(pack_hand(*r, K, S), pack_hand(*l, K, S))
     assert y.shape == (B, PARAM_DIM)
@@ -37,7 +36,7 @@ def test_pack_unpack_round_trip(gen: torch.Generator) -> None:
 
 def test_unpack_with_sample_axis(gen: torch.Generator) -> None:
     B, S, n = 2, 64, 7
-    K = intrinsics(torch.full((B,), 300.0, dtype=f64), torch.full((B,), 300.0, dtype=f64), torch.full((B,), 32.0, dtype=f64), torch.full((B,), 32.0, dtype=f64))
+    K = intrinsics(*(torch.full((B,), v, dtype=f64) for v in (300.0, 300.0, 32.0, 32.0)))
     y = pack(pack_hand(*_hand(B, gen), K, S), pack_hand(*_hand(B, gen), K, S))
     ys = y[:, None].expand(B, n, PARAM_DIM)
     out = unpack(ys, K[:, None], S)

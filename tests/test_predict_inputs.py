@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,8 +22,6 @@ from handflow.cli import app
 from handflow.errors import CorruptFileError, HandflowError, InputError, ModelOutputError
 from handflow.geometry.camera import crop_intrinsics, intrinsics
 from handflow.inference import MANIFEST, Camera, load_image, output_names, read_per_image
-
-from conftest import tiny_train
 
 SIDE = 64  # the tiny model's crop side and the test images' side
 
@@ -66,7 +65,7 @@ def no_model_load(monkeypatch) -> list:
     """Fails the test if the CLI loads a checkpoint; returns the list of attempted loads."""
     calls: list = []
 
-    def refuse(*a, **k):  # noqa: ANN002, ANN003
+    def refuse(*a, **k):
         calls.append(a)
         raise AssertionError("no model may be loaded")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -22,8 +23,6 @@ from handflow.errors import InputError
 from handflow.geometry.camera import crop_intrinsics, intrinsics
 from handflow.inference import Camera, iter_predictions, plan_images
 from handflow.predictor import BatchPrediction, Predictor
-
-from conftest import tiny_train
 
 SIDE = 64
 

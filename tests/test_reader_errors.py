@@ -5,17 +5,17 @@ s. 4). Each case starts from the real-format fixture of ``ih_fixtures.py``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from ih_fixtures import write_fixture
 from PIL import Image
 
 from handflow.data import InterHandDataset
 from handflow.data.ih_json import AnnotationError
 from handflow.errors import HandflowError
-
-from ih_fixtures import write_fixture
 
 DATA = "InterHand2.6M_test_data.json"
 CAMERA = "InterHand2.6M_test_camera.json"

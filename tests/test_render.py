@@ -23,7 +23,8 @@ def _quad(x0: float, y0: float, x1: float, y1: float, z: float) -> tuple[torch.T
 def _box(center, size) -> tuple[torch.Tensor, torch.Tensor]:
     c, s = torch.tensor(center, dtype=torch.float32), torch.tensor(size, dtype=torch.float32) / 2
     corners = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=torch.float32)
-    f = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    f = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
     return c + corners * s, f
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import tiny_cfg, tiny_train
+
 from handflow.errors import CorruptFileError, HandflowError, MissingFileError, UnsafeFileError
 from handflow.safeio import load_torch_file
 
@@ -185,7 +185,7 @@ def test_lightning_resume_itself_reads_weights_only(tiny_data, tmp_path, monkeyp
 
     from handflow.data.datamodule import InterHandDataModule
 
-    T = importlib.import_module("handflow.training.runner")  
+    T = importlib.import_module("handflow.training.runner")
 
     path, marker = _hostile(tmp_path)
     monkeypatch.setattr(T, "check_compatible", lambda *a, **k: None)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_train
+
 from handflow.safeio import load_torch_file
 from handflow.training import load_checkpoint
 from handflow.training.select import BEST, SELECTION, _val_batches, select_checkpoint, step_checkpoints, validation_loss
@@ -74,6 +74,7 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> 
     """Periodic snapshots hold the weights of their step without optimizer state (a third of the
     size of last.ckpt); they load for evaluation, and resuming training from one is refused."""
     from conftest import tiny_cfg
+
     from handflow.training.runner import CheckpointMismatch, check_compatible
 
     ckpts = step_checkpoints(run)
@@ -85,7 +86,8 @@ def test_step_checkpoints_are_weights_only_snapshots(run, tiny_data, caplog) -> 
         assert torch.equal(snap["state_dict"][k], v), k
     assert ckpts[3].stat().st_size < 0.5 * last.stat().st_size
     module, _ = load_checkpoint(ckpts[3])
-    assert torch.equal(module.model.normalizer.mean, full["state_dict"]["model.normalizer.mean"]) and bool(module.model.normalizer.fitted)
+    assert torch.equal(module.model.normalizer.mean, full["state_dict"]["model.normalizer.mean"])
+    assert bool(module.model.normalizer.fitted)
     cfg = tiny_cfg(tiny_data, run, 4, **{"train.ckpt_every": 1})
     check_compatible(last, cfg)
     with caplog.at_level("WARNING", logger="handflow.training.runner"):

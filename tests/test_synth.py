@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from handflow.constants import IH42_JOINT_NAMES, IH42_PARENTS, NUM_JOINTS, RIGHT_ROOT, LEFT_ROOT
+from handflow.constants import IH42_JOINT_NAMES, IH42_PARENTS, LEFT_ROOT, NUM_JOINTS, RIGHT_ROOT
 from handflow.data.synth import cameras as cam_mod
 from handflow.data.synth import generate as gen
 from handflow.data.synth import ih_writer as W
@@ -321,7 +321,8 @@ def test_layout_keys_types_units(dataset):
         n_img += len(data["images"])
         wrists = [np.array(v["world_coord"]) for c in j3d.values() for v in c.values()]
         for w in wrists:  # hands close together
-            assert scenes.WRIST_DISTANCE_MM[0] - 1e-6 <= np.linalg.norm(w[RIGHT_ROOT] - w[LEFT_ROOT]) <= scenes.WRIST_DISTANCE_MM[1] + 1e-6
+            lo, hi = scenes.WRIST_DISTANCE_MM
+            assert lo - 1e-6 <= np.linalg.norm(w[RIGHT_ROOT] - w[LEFT_ROOT]) <= hi + 1e-6
     assert summary["images"] == n_img and summary["frames"] == cfg.frames
     assert json.loads((root / "synth_summary.json").read_text()) == summary
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import tiny_cfg
 
 from handflow.config import load_config
 from handflow.data.datamodule import InterHandDataModule
 from handflow.safeio import load_torch_file
 from handflow.training import CheckpointMismatch, load_checkpoint, train
-
-from conftest import tiny_cfg
 
 
 def _cfg(root, out, steps, **kw):
@@ -30,7 +29,8 @@ def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
     dm = _dm(_cfg(tiny_data, tmp_path / "a", 1))
     steps_per_epoch = len(dm.dataset("train")) // 2
     n = 2 * steps_per_epoch
-    last = train(_cfg(tiny_data, tmp_path / "a", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", n)), enable_progress_bar=False)
+    last = train(_cfg(tiny_data, tmp_path / "a", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", n)),
+                 enable_progress_bar=False)
     straight = _weights(last)
     # the same run, interrupted after its first epoch, then resumed automatically from last.ckpt
     import lightning.pytorch as pl
@@ -42,7 +42,8 @@ def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
     train(_cfg(tiny_data, tmp_path / "b", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "b", 1)), enable_progress_bar=False,
           extra_callbacks=[Interrupt()])
     assert load_torch_file(tmp_path / "b/checkpoints/last.ckpt")["global_step"] == steps_per_epoch
-    last_b = train(_cfg(tiny_data, tmp_path / "b", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "b", 1)), enable_progress_bar=False)
+    last_b = train(_cfg(tiny_data, tmp_path / "b", n), datamodule=_dm(_cfg(tiny_data, tmp_path / "b", 1)),
+                   enable_progress_bar=False)
     resumed = _weights(last_b)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
@@ -58,7 +59,8 @@ def test_smoke_train_predict_and_exact_resume(tiny_data, tmp_path) -> None:
     with pytest.raises(CheckpointMismatch, match="hand model"):
         load_checkpoint(last, expect_hand_model="mano")
     with pytest.raises(CheckpointMismatch, match="backbone"):
-        train(_cfg(tiny_data, tmp_path / "a", n + 1, **{"model.backbone": "resnet34"}), datamodule=_dm(_cfg(tiny_data, tmp_path / "a", 1)))
+        train(_cfg(tiny_data, tmp_path / "a", n + 1, **{"model.backbone": "resnet34"}),
+              datamodule=_dm(_cfg(tiny_data, tmp_path / "a", 1)))
 
 
 class _Crash(pl.Callback):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from test_render import _box
 
 from handflow.geometry import intrinsics
 from handflow.render import Mesh, Renderer
 from handflow.render.visibility import joint_visibility, joint_visibility_batch
-
-from test_render import _box
 
 K = intrinsics(200.0, 200.0, 48.0, 48.0)
 SIZE = (96, 96)
@@ -84,7 +83,7 @@ def test_query_windows_give_the_full_answer_on_queried_joints() -> None:
     g = torch.Generator().manual_seed(1)
     B = 6
     V, J = [], []
-    for b in range(B):
+    for _ in range(B):
         off = torch.randn(2, 3, generator=g) * torch.tensor([25.0, 25.0, 40.0])
         v0, f0, j0 = _finger((0.0, 0.0, 420.0))
         v1, f1, j1 = _finger((8.0, 4.0, 445.0))

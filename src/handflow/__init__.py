@@ -23,6 +23,7 @@ The top level (each with an example that runs as a doctest, ``tests/test_api.py`
 """
 
 from importlib import metadata as _metadata
+from typing import Any
 
 try:  # the one version source: pyproject.toml's [project] version, through the installed metadata
     __version__ = _metadata.version("handflow")
@@ -43,7 +44,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):  # lazy: keep ``import handflow`` light
+def __getattr__(name: str) -> Any:  # lazy: keep ``import handflow`` light
     if name in _LAZY:
         import importlib
 

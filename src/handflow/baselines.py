@@ -10,8 +10,8 @@ from handflow.models.baselines import (  # noqa: F401
     DeterministicModel,
     GaussianModel,
     MCDropoutModel,
+    __all__,
     gaussian_log_prob,
     head_mlp,
     kl_to_standard_normal,
 )
-from handflow.models.baselines import __all__  # noqa: F401

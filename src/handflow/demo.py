@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from handflow.constants import FINGER_NAMES, IH_TIPS, IH_WRIST, NUM_BETAS, NUM_MANO_JOINTS
+from handflow.hand.base import HandModel
 
 __all__ = ["run_demo", "hand_model_summary", "DemoSettings"]
 
@@ -45,7 +46,7 @@ QUICK = DemoSettings(frames=24, cameras=3, image_size=64, train_minutes=1.0, max
                      flow_hidden=64, test_images=2, samples=20)
 
 
-def hand_model_summary(model) -> str:
+def hand_model_summary(model: HandModel) -> str:
     """A few lines describing ``model``: vertex/face counts and the β = 0 hand length."""
     rot = torch.eye(3).expand(1, NUM_MANO_JOINTS, 3, 3)
     out = model(rot, torch.zeros(1, NUM_BETAS))

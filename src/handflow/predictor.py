@@ -27,8 +27,19 @@ from torch import Tensor, nn
 
 from handflow.config import Config, to_dict
 from handflow.data.crop import warp_to_crop
-from handflow.inference import (Box, Camera, ImageJob, Prediction, check_finite, check_image, check_samples, crop_camera,
-                                load_image, plan_or_raise, warn_unknown_keys)
+from handflow.inference import (
+    Box,
+    Camera,
+    ImageJob,
+    Prediction,
+    check_finite,
+    check_image,
+    check_samples,
+    crop_camera,
+    load_image,
+    plan_or_raise,
+    warn_unknown_keys,
+)
 from handflow.models.base import HandPoseModel, decode_joints
 
 __all__ = ["Predictor", "BatchPrediction", "load_model", "as_predictor", "load_job_images", "warn_unknown_keys"]
@@ -199,7 +210,7 @@ class Predictor(nn.Module):
         samples = check_samples(samples)
         jobs = plan_or_raise(images, bbox, focal, principal, K, boxes, cameras)
         imgs = load_job_images(jobs)
-        for job, img in zip(jobs, imgs):
+        for img in imgs:
             if isinstance(img, Exception):
                 raise img
         g = generator if generator is not None else torch.Generator().manual_seed(seed)

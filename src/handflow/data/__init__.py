@@ -6,7 +6,7 @@ from handflow.data.interhand import BBOX_SCALE, InterHandDataset
 __all__ = ["AugmentConfig", "BBOX_SCALE", "InterHandDataset", "InterHandDataModule"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     if name == "InterHandDataModule":
         from handflow.data.datamodule import InterHandDataModule
 

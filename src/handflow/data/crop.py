@@ -29,7 +29,8 @@ def rot_z(angle: float | Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.stack([c, -s, z, s, c, z, z, z, o]).reshape(3, 3)
 
 
-def warp_to_crop(image: Tensor, K: Tensor, K_crop: Tensor, size: int, Rz: Tensor | None = None, fill: float = FILL_VALUE) -> Tensor:
+def warp_to_crop(image: Tensor, K: Tensor, K_crop: Tensor, size: int, Rz: Tensor | None = None,
+                 fill: float = FILL_VALUE) -> Tensor:
     """Resample the source image into the virtual crop camera.
 
     Args:

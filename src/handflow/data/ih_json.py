@@ -6,6 +6,7 @@ Every error names the file and the key, so a user can fix the input.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,8 @@ def annotation_paths(root: Path, split: str, subset: str | None = None) -> dict[
 def check_joint_list(values: Any, path: Path, where: str) -> None:
     """A 42-entry list (world_coord or joint_valid)."""
     if not isinstance(values, list) or len(values) != NUM_JOINTS:
-        raise AnnotationError(f"{path}: {where} must hold {NUM_JOINTS} entries, got {type(values).__name__} of length {len(values) if isinstance(values, list) else '?'}")
+        length = len(values) if isinstance(values, list) else "?"
+        raise AnnotationError(f"{path}: {where} must hold {NUM_JOINTS} entries, got {type(values).__name__} of length {length}")
 
 
 def read_skeleton(path: Path) -> tuple[list[str], list[int]]:
@@ -215,7 +217,7 @@ class JsonStream:
         self._buf, self._pos, self._eof = "", 0, False
         self._dec = json.JSONDecoder()
 
-    def __enter__(self) -> "JsonStream":
+    def __enter__(self) -> JsonStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -276,7 +278,7 @@ class JsonStream:
         else:
             self.value()
 
-    def object_keys(self):
+    def object_keys(self) -> Iterator[str]:
         """Iterate the keys of the next object; the caller consumes each key's value."""
         self._expect("{")
         if self.peek() == "}":
@@ -291,7 +293,7 @@ class JsonStream:
             if self._expect(",}") == "}":
                 return
 
-    def array_items(self):
+    def array_items(self) -> Iterator[int]:
         """Iterate the positions of the next array; the caller consumes each element."""
         self._expect("[")
         if self.peek() == "]":

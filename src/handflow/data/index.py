@@ -46,8 +46,19 @@ import numpy as np
 
 from handflow.constants import NUM_JOINTS, SIDES
 from handflow.data.ih_json import (
-    AnnotationError, JsonStream, annotation_paths, as_flag, as_int, check_joint_list, check_unique, joint_array, key_int,
-    read_extra, read_json, read_skeleton, require,
+    AnnotationError,
+    JsonStream,
+    annotation_paths,
+    as_flag,
+    as_int,
+    check_joint_list,
+    check_unique,
+    joint_array,
+    key_int,
+    read_extra,
+    read_json,
+    read_skeleton,
+    require,
 )
 
 __all__ = ["SplitIndex", "build_index", "INDEX_VERSION"]
@@ -103,7 +114,8 @@ def _cameras(path: Path) -> tuple[dict[tuple[str, str], int], dict[str, Any]]:
             rows[(str(cap), str(name))] = len(out["key"])
             out["key"].append(key_int(cap, path, f"capture {cap}"))
             out["names"].append(str(name))
-            for k, sub, n in (("pos", "campos", (3,)), ("rot", "camrot", (3, 3)), ("focal", "focal", (2,)), ("pp", "princpt", (2,))):
+            for k, sub, n in (("pos", "campos", (3,)), ("rot", "camrot", (3, 3)), ("focal", "focal", (2,)),
+                              ("pp", "princpt", (2,))):
                 out[k].append(_camera_value(c, sub, name, n, path, where))
     return rows, out
 
@@ -161,7 +173,8 @@ def _neuralannot(path: Path, rows: dict[tuple[str, str], int]) -> tuple[np.ndarr
     return params, has, models
 
 
-def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tuple[str, str], int], paths: dict[str, Path]) -> dict[str, Any]:
+def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tuple[str, str], int],
+          paths: dict[str, Path]) -> dict[str, Any]:
     """Stream data.json: ``images`` and ``annotations`` (any order), joined on image id."""
     im_cols = {k: array("q") for k in ("id", "frame", "cam", "w", "h")}
     names: list[str] = []
@@ -177,9 +190,11 @@ def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tup
                     iid = as_int(require(im, "id", path, where), path, f"{where} 'id'")
                     cap, fr, cam = (str(require(im, k, path, where)) for k in ("capture", "frame_idx", "camera"))
                     if (cap, fr) not in frame_rows:
-                        raise AnnotationError(f"{paths['joint_3d']}: no entry for capture {cap} frame {fr} (needed by image {iid} of {path})")
+                        raise AnnotationError(f"{paths['joint_3d']}: no entry for capture {cap} frame {fr} "
+                                              f"(needed by image {iid} of {path})")
                     if (cap, cam) not in cam_rows:
-                        raise AnnotationError(f"{paths['camera']}: no camera {cam} in capture {cap} (needed by image {iid} of {path})")
+                        raise AnnotationError(f"{paths['camera']}: no camera {cam} in capture {cap} "
+                                              f"(needed by image {iid} of {path})")
                     size = [as_int(require(im, k, path, where), path, f"{where} (image {iid}) {k!r}", positive=True)
                             for k in ("width", "height")]
                     for col, v in (("id", iid), ("frame", frame_rows[(cap, fr)]), ("cam", cam_rows[(cap, cam)]),
@@ -209,13 +224,17 @@ def _data(path: Path, frame_rows: dict[tuple[str, str], int], cam_rows: dict[tup
     a_ids = np.frombuffer(an_id, np.int64) if len(an_id) else np.zeros(0, np.int64)
     order = np.argsort(a_ids, kind="stable")
     pos = np.searchsorted(a_ids[order], ids)
-    found = (pos < len(a_ids)) & (a_ids[order][np.minimum(pos, max(len(a_ids) - 1, 0))] == ids) if len(a_ids) else np.zeros(len(ids), bool)
+    found = np.zeros(len(ids), bool)
+    if len(a_ids):
+        found = (pos < len(a_ids)) & (a_ids[order][np.minimum(pos, len(a_ids) - 1)] == ids)
     if not found.all():
-        raise AnnotationError(f"{path}: image {int(ids[~found][0])} has no entry in 'annotations' ({int((~found).sum())} images lack one)")
+        raise AnnotationError(f"{path}: image {int(ids[~found][0])} has no entry in 'annotations' "
+                              f"({int((~found).sum())} images lack one)")
     sel = order[pos]
     valid_all = np.frombuffer(bytes(an_valid), np.uint8).reshape(-1, NUM_JOINTS).astype(bool)
     return {
-        "img_id": ids.copy(), "img_frame": np.asarray(im_cols["frame"], np.int64), "img_cam": np.asarray(im_cols["cam"], np.int64),
+        "img_id": ids.copy(), "img_frame": np.asarray(im_cols["frame"], np.int64),
+        "img_cam": np.asarray(im_cols["cam"], np.int64),
         "img_valid": valid_all[sel], "img_hand_type": np.frombuffer(an_type, np.int8)[sel].copy(),
         "img_size": np.stack([np.asarray(im_cols["w"], np.int32), np.asarray(im_cols["h"], np.int32)], 1).reshape(-1, 2),
         "names": names, "seqs": seqs,
@@ -262,8 +281,10 @@ def build_index(paths: dict[str, Path], out: Path) -> None:
         frame_key=np.asarray(frame_key, np.int64).reshape(R, 2),
         frame_world=np.stack(frame_world) if R else np.zeros((0, NUM_JOINTS, 3), np.float32),
         frame_mano=frame_mano, frame_has_mano=frame_has, cam_key=np.asarray(cams["key"], np.int64),
-        cam_pos=np.asarray(cams["pos"], np.float64).reshape(-1, 3), cam_rot=np.asarray(cams["rot"], np.float64).reshape(-1, 3, 3),
-        cam_focal=np.asarray(cams["focal"], np.float64).reshape(-1, 2), cam_princpt=np.asarray(cams["pp"], np.float64).reshape(-1, 2),
+        cam_pos=np.asarray(cams["pos"], np.float64).reshape(-1, 3),
+        cam_rot=np.asarray(cams["rot"], np.float64).reshape(-1, 3, 3),
+        cam_focal=np.asarray(cams["focal"], np.float64).reshape(-1, 2),
+        cam_princpt=np.asarray(cams["pp"], np.float64).reshape(-1, 2),
     )
     for k, a in arrays.items():
         np.save(tmp / f"{k}.npy", a)

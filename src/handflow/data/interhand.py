@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from handflow.constants import HAND_PARAM_DIM, NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, RIGHT_ROOT, LEFT_ROOT, SIDES
+from handflow.constants import LEFT_ROOT, NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, RIGHT_ROOT, SIDES
 from handflow.data.augment import AugmentConfig, color_jitter, sample_augment
 from handflow.data.crop import rot_z, warp_to_crop
 from handflow.data.ih_json import AnnotationError

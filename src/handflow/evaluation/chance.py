@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from handflow.evaluation.scoring import _open_dataset, _open_multihands, joint_columns
 from handflow.evaluation.per_image import COLUMNS
+from handflow.evaluation.scoring import _open_dataset, _open_multihands, joint_columns
 from handflow.evaluation.summary import column_stats
 from handflow.models import decode_joints
 

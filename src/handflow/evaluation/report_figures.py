@@ -16,7 +16,7 @@ ALIGNS = ("global", "rrr", "rr")
 SPREAD_BINS = 10
 
 
-def _plt():
+def _plt() -> Any:
     return pyplot("report figures")
 
 
@@ -78,15 +78,16 @@ def view_selection_table(vs: dict[int, dict]) -> str:
     first = vs[seeds[0]]
     head = ["alignment", "best-ranked view", "random view (expected)", "worst-ranked view", "best < worst (frames)",
             "Spearman ρ (spread, MPJPE)"]
+
+    def col(a: str, key: str, field: str = "mean") -> str:
+        v = np.array([vs[s]["alignments"][a]["summary"][key][field] for s in seeds])
+        return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
+
     rows = []
     for a in first["alignments"]:
-        def col(key: str, field: str = "mean") -> str:
-            v = np.array([vs[s]["alignments"][a]["summary"][key][field] for s in seeds])
-            return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
-
         frac = np.mean([vs[s]["alignments"][a]["best_beats_worst"] for s in seeds])
         rho = np.mean([vs[s]["alignments"][a]["spearman"] for s in seeds])
-        rows.append([a.upper(), col("best_ranked"), col("average"), col("worst_ranked"), f"{frac:.0%}", f"{rho:.2f}"])
+        rows.append([a.upper(), col(a, "best_ranked"), col(a, "average"), col(a, "worst_ranked"), f"{frac:.0%}", f"{rho:.2f}"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + (f"\n\n{first['frames']} test frames with {first['views_per_frame']:.1f} views each; "

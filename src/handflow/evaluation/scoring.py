@@ -33,11 +33,11 @@ import torch
 
 import handflow
 from handflow.atomic import save_npz
-from handflow.metrics import DEFAULT_BANDWIDTHS
-from handflow.models import decode_joints
+from handflow.errors import HandflowError
 from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
-from handflow.errors import HandflowError
+from handflow.metrics import DEFAULT_BANDWIDTHS
+from handflow.models import decode_joints
 
 __all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
            "image_metrics", "summary_markdown"]
@@ -276,7 +276,8 @@ def _finish(out: Path, run: dict[str, Any], paths: list[Path], cfg: Any, device:
     per = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     save_npz(out / "per_image.npz", per)
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    summary = {"model_kind": cfg.model.kind, **{k: run[k] for k in ("checkpoint", "data", "split", "multihands", "samples", "seed")},
+    summary = {"model_kind": cfg.model.kind,
+               **{k: run[k] for k in ("checkpoint", "data", "split", "multihands", "samples", "seed")},
                "num_images": int(len(per["image_id"])), "num_images_multihands": int(per["has_multihands"].sum()),
                "device": dev_name, "hand_model": cfg.data.hand_model, "image_size": cfg.data.image_size,
                "ground_truth_in_annotations": True, "mmd_bandwidths_mm": [float(b) for b in DEFAULT_BANDWIDTHS],

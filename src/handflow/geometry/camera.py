@@ -25,7 +25,8 @@ __all__ = [
 
 def intrinsics(fx: Tensor | float, fy: Tensor | float, cx: Tensor | float, cy: Tensor | float) -> Tensor:
     """Build K (*, 3, 3) from broadcastable focal lengths and principal point (pixels)."""
-    fx, fy, cx, cy = (torch.as_tensor(v, dtype=torch.get_default_dtype()) if not isinstance(v, Tensor) else v for v in (fx, fy, cx, cy))
+    dtype = torch.get_default_dtype()
+    fx, fy, cx, cy = (v if isinstance(v, Tensor) else torch.as_tensor(v, dtype=dtype) for v in (fx, fy, cx, cy))
     fx, fy, cx, cy = torch.broadcast_tensors(fx, fy, cx, cy)
     o, one = torch.zeros_like(fx), torch.ones_like(fx)
     return torch.stack([fx, o, cx, o, fy, cy, o, o, one], -1).reshape(*fx.shape, 3, 3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,9 @@ from torch import Tensor
 from handflow.constants import NUM_MANO_JOINTS, Side
 from handflow.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from handflow.hand.base import PosePrior
+
+if TYPE_CHECKING:  # mano imports this module
+    from handflow.hand.mano import ManoModel
 
 __all__ = ["ManoPCAPrior", "COV_REGULARIZER", "MIN_COEFF_ROWS"]
 
@@ -52,7 +56,7 @@ def _gaussian(coeffs: Tensor, side: str) -> tuple[Tensor, Tensor]:
 class ManoPCAPrior(PosePrior):
     """Gaussian prior over MANO PCA coefficients (one per side). See the module docstring."""
 
-    def __init__(self, model) -> None:  # model: ManoModel (avoid an import cycle)
+    def __init__(self, model: ManoModel) -> None:
         super().__init__()
         from handflow.hand.openhand_prior import OpenHandPrior
 

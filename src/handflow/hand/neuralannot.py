@@ -54,7 +54,8 @@ def neuralannot_to_camera(
         root_cam (B, 3) camera-frame wrist in mm.
     """
     check_side(side)
-    for n, x, s in (("pose", pose, (48,)), ("shape", shape, (10,)), ("trans", trans, (3,)), ("camrot", camrot, (3, 3)), ("campos", campos, (3,))):
+    for n, x, s in (("pose", pose, (48,)), ("shape", shape, (10,)), ("trans", trans, (3,)), ("camrot", camrot, (3, 3)),
+                    ("campos", campos, (3,))):
         _check(n, x, s)
     B = pose.shape[0]
     fingers = pose[:, 3:].reshape(B, NUM_MANO_JOINTS - 1, 3) + model.pose_mean(side).to(pose)
@@ -70,7 +71,8 @@ def camera_to_neuralannot(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Inverse of :func:`neuralannot_to_camera`: ``(pose (B,48), shape (B,10), trans (B,3) m)``."""
     check_side(side)
-    for n, x, s in (("rotmats", rotmats, (16, 3, 3)), ("betas", betas, (10,)), ("root_cam", root_cam, (3,)), ("camrot", camrot, (3, 3)), ("campos", campos, (3,))):
+    for n, x, s in (("rotmats", rotmats, (16, 3, 3)), ("betas", betas, (10,)), ("root_cam", root_cam, (3,)),
+                    ("camrot", camrot, (3, 3)), ("campos", campos, (3,))):
         _check(n, x, s)
     B = rotmats.shape[0]
     R_world = camrot.transpose(-1, -2) @ rotmats[:, 0]

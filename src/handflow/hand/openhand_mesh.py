@@ -116,7 +116,8 @@ def hand_sdf(P: np.ndarray) -> np.ndarray:
     hypo = _round_cone(P, np.array([-18.0, -5.0, -17.0]), np.array([-62.0, -5.0, -28.0]), 13.0, 11.0, yscale=1.2)
     palm = _smin(palm, hypo, 8.0)
     t1, t2 = J[MANO_FINGERS["thumb"][0]], J[MANO_FINGERS["thumb"][1]]
-    thenar = _round_cone(P, np.array([-12.0, -6.0, 10.0]), 0.35 * t1 + 0.65 * t2 + np.array([0.0, -2.0, -6.0]), 15.0, 11.0, yscale=1.15)
+    thenar_tip = 0.35 * t1 + 0.65 * t2 + np.array([0.0, -2.0, -6.0])
+    thenar = _round_cone(P, np.array([-12.0, -6.0, 10.0]), thenar_tip, 15.0, 11.0, yscale=1.15)
     palm = _smin(palm, thenar, 10.0)
     # fingers: hard union inside a finger, hard union between fingers, smooth into the palm
     fingers = None

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from handflow.config import Config
 from handflow.constants import PARAM_DIM
+from handflow.hand.base import HandModel
 from handflow.models.backbone import Backbone
 from handflow.models.keypoint_encoder import KEYPOINTS, KeypointEncoder
 from handflow.params import ParamNormalizer, unpack
@@ -16,7 +17,7 @@ from handflow.params import ParamNormalizer, unpack
 __all__ = ["HandPoseModel", "decode_joints"]
 
 
-def decode_joints(y: Tensor, K: Tensor, size: int, hand_model, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
     """Physical parameters -> camera-frame joints.
 
     Args:
@@ -73,7 +74,7 @@ class HandPoseModel(nn.Module):
         if cfg.model.freeze_backbone:
             self.backbone.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "HandPoseModel":
+    def train(self, mode: bool = True) -> HandPoseModel:
         """As :meth:`nn.Module.train`, but a frozen backbone stays in eval mode (its BatchNorm
         statistics are part of what is frozen)."""
         super().train(mode)

@@ -8,6 +8,7 @@ from torch import Tensor
 from handflow.config import Config
 from handflow.constants import PARAM_DIM
 from handflow.flow import ConditionalGlow
+from handflow.hand.base import HandModel
 from handflow.models.base import HandPoseModel, decode_joints
 from handflow.models.losses import detmag_loss, nll_loss
 
@@ -89,7 +90,7 @@ class HandFlowNet(HandPoseModel):
         return lp - self.normalizer.std.log().sum()
 
     @staticmethod
-    def decode(y: Tensor, K: Tensor, size: int, hand_model, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
+    def decode(y: Tensor, K: Tensor, size: int, hand_model: HandModel, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
         """Physical parameters (B, [S,] 218) -> camera-frame joints (B, [S,] 42, 3) mm
         [+ ``{side: vertices}``]; see :func:`~handflow.models.decode_joints`."""
         return decode_joints(y, K, size, hand_model, vertices=vertices)

@@ -20,7 +20,8 @@ from handflow.constants import HAND_PARAM_DIM, LEFT_ROOT, NUM_HAND_JOINTS, NUM_R
 from handflow.geometry.camera import project
 from handflow.geometry.rotations import rot6d_orthonormality_residual
 
-__all__ = ["nll_loss", "detmag_loss", "theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target", "DM"]
+__all__ = ["nll_loss", "detmag_loss", "theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target",
+           "DM"]
 
 DM = 100.0  # mm per loss unit of L_3D
 #: z-coordinate (mm) below which a joint counts as behind the camera in L_2D

@@ -43,7 +43,8 @@ import numpy as np
 
 from handflow.atomic import write_json
 
-__all__ = ["MultiHandsRecord", "MultiHandsIndex", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic", "FORMAT_VERSION"]
+__all__ = ["MultiHandsRecord", "MultiHandsIndex", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _ARRAYS = ("image_ids", "count", "params", "joints", "gt_params", "gt_joints", "gt_visible", "K")

@@ -9,6 +9,7 @@ is drawn bold and its joints coloured by the annotations' per-joint spread (mm).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
 from handflow.viz.predictions import NOVEL_VIEWS, plot_skeleton_set, to_uint8_image
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_multihands", "NOVEL_VIEWS"]
 
@@ -56,7 +60,7 @@ def plot_multihands(
         img = to_uint8_image(image)
     spread = per_joint_spread(x).numpy() if len(x) > 1 else np.zeros(gt.shape[0])
 
-    def visibility_marks(ax) -> None:
+    def visibility_marks(ax: Axes) -> None:
         g2 = project(gt[None], K)[0].numpy()
         ax.scatter(g2[vis, 0], g2[vis, 1], s=14, c="white", edgecolors="k", lw=0.6, zorder=3, label="visible (GT)")
         ax.scatter(g2[~vis, 0], g2[~vis, 1], s=14, c="k", marker="x", lw=0.8, zorder=3, label="occluded (GT)")

@@ -17,9 +17,10 @@ from __future__ import annotations
 import pickle
 import sys
 import types
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def fake_mano_arrays(seed: int = 0) -> dict[str, dict[str, Any]]:
         "posedirs": rng.normal(scale=2e-3, size=(_N_VERTS, 3, 135)),
         "J_regressor": J,
         "weights": weights,
-        "kintree_table": np.array([[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], list(range(16))], dtype=np.int64),
+        "kintree_table": np.array([[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], list(range(16))],
+                                  dtype=np.int64),
         "hands_components": comps.T.copy(),
         "hands_mean": rng.normal(scale=0.15, size=45),
         "hands_coeffs": rng.normal(size=(200, 45)) * np.linspace(0.8, 0.05, 45),
@@ -133,7 +135,8 @@ def _instance(cls: type, state: dict) -> Any:
 
 
 def _chumpy_state() -> dict:
-    return {"_dirty_vars": set(), "_itr": None, "_make_dense": False, "_make_sparse": False, "_status": "undefined", "_depends_on_deps": {}}
+    return {"_dirty_vars": set(), "_itr": None, "_make_dense": False, "_make_sparse": False, "_status": "undefined",
+            "_depends_on_deps": {}}
 
 
 def _to_real_format(arrays: dict[str, Any], classes: dict[str, type]) -> dict[str, Any]:

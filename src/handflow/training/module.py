@@ -29,7 +29,8 @@ def git_commit() -> str | None:
     """The source tree's git commit, if it is a git checkout."""
     try:
         root = Path(handflow.__file__).resolve().parents[2]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -78,7 +79,9 @@ class HandFlowModule(pl.LightningModule):
             terms["theta"] = theta_loss(z0, target, has)
         preds = torch.cat([z0[:, None], samples], 1) if n else z0[:, None]
         need_joints = lc.active("3d") or lc.active("2d") or n > 0  # samples: for the spread log
-        joints = decode_joints(m.normalizer.denormalize(preds), batch["K"].float(), size, self.hand_model) if need_joints else None
+        joints = None
+        if need_joints:
+            joints = decode_joints(m.normalizer.denormalize(preds), batch["K"].float(), size, self.hand_model)
         s = lc.sample_3d_scale
         if lc.active("3d"):
             rel = lc.joints3d_root_relative
@@ -88,7 +91,8 @@ class HandFlowModule(pl.LightningModule):
         if lc.active("2d"):
             terms["2d"] = joints2d_loss(joints[:, 0], batch["joints_2d"], batch["visible"], batch["K"], size)
             if n:
-                terms["2d"] = terms["2d"] + s * joints2d_loss(joints[:, 1:], batch["joints_2d"], batch["visible"], batch["K"], size)
+                sampled = joints2d_loss(joints[:, 1:], batch["joints_2d"], batch["visible"], batch["K"], size)
+                terms["2d"] = terms["2d"] + s * sampled
         if lc.active("rot"):
             terms["rot"] = rotation_loss(preds)
         total = sum(lc.weight(k) * v for k, v in terms.items())
@@ -132,13 +136,15 @@ class HandFlowModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         if not self.batch_is_finite(batch):
             self.skipped_batches += 1
-            log.warning("step %d: batch with NaN/inf inputs skipped (images %s)", self.global_step, batch["meta"]["image_id"].tolist())
+            log.warning("step %d: batch with NaN/inf inputs skipped (images %s)", self.global_step,
+                        batch["meta"]["image_id"].tolist())
             return None
         self.ensure_initialized(batch)
         total, terms, joints = self.compute_losses(batch)
         if not torch.isfinite(total):
             self.skipped_batches += 1
-            log.warning("step %d: non-finite loss %s skipped; terms %s", self.global_step, total.item(), {k: float(v) for k, v in terms.items()})
+            log.warning("step %d: non-finite loss %s skipped; terms %s", self.global_step, total.item(),
+                        {k: float(v) for k, v in terms.items()})
             return None
         bs = batch["K"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
@@ -209,9 +215,9 @@ class HandFlowModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["handflow"] = {"version": handflow.__version__, "git_commit": git_commit(), "skipped_batches": self.skipped_batches,
-                                  "hand_model": self.cfg.data.hand_model, "model_kind": self.cfg.model.kind,
-                                  "param_dim": PARAM_DIM}
+        checkpoint["handflow"] = {"version": handflow.__version__, "git_commit": git_commit(),
+                                  "skipped_batches": self.skipped_batches, "hand_model": self.cfg.data.hand_model,
+                                  "model_kind": self.cfg.model.kind, "param_dim": PARAM_DIM}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_batches = int(checkpoint.get("handflow", {}).get("skipped_batches", 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from handflow.models.checkpoint import CheckpointMismatch, load_state, read_chec
 from handflow.safeio import load_torch_file
 from handflow.training.module import HandFlowModule
 
-__all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check_compatible", "CheckpointMismatch", "MidEpochResume", "LastCheckpoint"]
+__all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check_compatible", "CheckpointMismatch",
+           "MidEpochResume", "LastCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         epoch, skip = self._position()
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
@@ -146,7 +148,8 @@ def fit_normalizer(module: HandFlowModule, dataset: Any, max_items: int = 4096, 
     return len(ys)
 
 
-def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable_progress_bar: bool = True, **overrides: Any) -> pl.Trainer:
+def _trainer(cfg: Config, out: Path, extra_callbacks: list | None = None, enable_progress_bar: bool = True,
+             **overrides: Any) -> pl.Trainer:
     t = cfg.train
     # periodic snapshots for select/evaluate/predict carry weights, config and statistics but no
     # optimizer state (a third of the size); last.ckpt (full) is the one training resumes from
@@ -193,7 +196,10 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
         datamodule = InterHandDataModule.from_config(cfg)
     module = HandFlowModule(cfg)
     last = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(resume) if isinstance(resume, (str, Path)) and resume not in (True, False) else (str(last) if resume and last.exists() else None)
+    if isinstance(resume, (str, Path)) and resume not in (True, False):
+        ckpt_path: str | None = str(resume)
+    else:
+        ckpt_path = str(last) if resume and last.exists() else None
     if ckpt_path is None:
         init_backbone(module, cfg)
         n = fit_normalizer(module, datamodule.dataset("train"), seed=cfg.train.seed)
@@ -219,10 +225,12 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     src = cfg.model.backbone_checkpoint
     if src is None:
         if cfg.data.features is not None:
-            raise CheckpointMismatch("data.features needs model.backbone_checkpoint: the checkpoint whose backbone made the cache")
+            raise CheckpointMismatch("data.features needs model.backbone_checkpoint: the checkpoint whose backbone made "
+                                     "the cache")
         return
     donor, dcfg = load_checkpoint(src)
-    for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone), ("image size", dcfg.data.image_size, cfg.data.image_size),
+    for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone),
+                       ("image size", dcfg.data.image_size, cfg.data.image_size),
                        ("hand model", dcfg.data.hand_model, cfg.data.hand_model)):
         if a != b:
             raise CheckpointMismatch(f"model.backbone_checkpoint {src} has {what} {a!r}, this config {b!r}")
@@ -253,7 +261,8 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
     # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
     fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
     for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
-                       ("hand model", saved.data.hand_model, cfg.data.hand_model), ("image size", saved.data.image_size, cfg.data.image_size),
+                       ("hand model", saved.data.hand_model, cfg.data.hand_model),
+                       ("image size", saved.data.image_size, cfg.data.image_size),
                        *((f"model.{f}", getattr(saved.model, f), getattr(cfg.model, f)) for f in fields)):
         if a != b:
             raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,11 @@ from torch import Tensor
 from handflow.constants import FINGER_NAMES, IH_PARENTS, MANO_FINGERS, NUM_BETAS, NUM_MANO_JOINTS
 from handflow.extras import pyplot
 from handflow.hand.base import HandModel, HandOutput
+from handflow.hand.mano_prior import ManoPCAPrior
+from handflow.hand.openhand_prior import OpenHandPrior
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_hand_gallery", "gallery_poses", "draw_mesh"]
 
@@ -33,7 +39,8 @@ PAIR_GAP_MM = 95.0
 FINGER_COLORS = {"thumb": "#d62728", "index": "#2ca02c", "middle": "#1f77b4", "ring": "#9467bd", "pinky": "#ff7f0e"}
 
 
-def _finger_pose(components_deg: dict[str, tuple[tuple[float, float, float], ...]], prior) -> Tensor:
+def _finger_pose(components_deg: dict[str, tuple[tuple[float, float, float], ...]],
+                 prior: ManoPCAPrior | OpenHandPrior) -> Tensor:
     """(15, 3, 3) rotations from per-finger (twist, spread, flex) degrees, root -> distal,
     through ``prior.from_components`` (both built-in priors have it; ``PosePrior`` does not
     require it, so a model of another backend gets a clear error)."""
@@ -85,7 +92,7 @@ def _shade(V: np.ndarray, F: np.ndarray, color: tuple[float, float, float]) -> t
     return tri[front][:, :, :2], rgb[front], tri[front][:, :, 2].mean(1)
 
 
-def draw_mesh(ax, hands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]) -> None:
+def draw_mesh(ax: Axes, hands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]) -> None:
     """Draw meshes with skeletons on ``ax``. ``hands``: (verts (V,3), faces (F,3), joints
     (21,3), colour) in screen coordinates (x right, y up, z towards the viewer)."""
     from matplotlib.collections import LineCollection, PolyCollection

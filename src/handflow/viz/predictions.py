@@ -13,7 +13,9 @@ Needs ``handflow[viz]`` (matplotlib, plotly): a missing one is a one-line
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS
 from handflow.extras import pyplot, require
 from handflow.geometry.camera import project
 from handflow.metrics.spread import per_joint_spread
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_prediction", "plot_skeleton_set", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton",
            "NOVEL_VIEWS", "PLOTLY_JS", "write_plotly_js"]
@@ -51,7 +56,7 @@ def to_uint8_image(image: np.ndarray | Tensor) -> np.ndarray:
     return img.numpy()
 
 
-def draw_skeleton(ax, pts: np.ndarray, alpha: float = 1.0, lw: float = 1.5) -> None:
+def draw_skeleton(ax: Axes, pts: np.ndarray, alpha: float = 1.0, lw: float = 1.5) -> None:
     """Draw the 42-joint two-hand skeleton ``pts`` (42, >=2) on a matplotlib axis."""
     for j, p in enumerate(IH42_PARENTS):
         if p < 0:
@@ -76,7 +81,7 @@ def plot_skeleton_set(
     spread_label: str,
     suptitle: str,
     bold_in_camera: bool = True,
-    annotate_camera=None,
+    annotate_camera: Callable[[Axes], None] | None = None,
 ) -> Path:
     """The three-panel figure shared by predictions and MultiHands: a set of two-hand
     skeletons projected into the image, then seen from :data:`NOVEL_VIEWS`, with one bold
@@ -155,7 +160,7 @@ def plot_prediction(
     K, z0, samples = K.detach().cpu().double(), z0.detach().cpu().double(), samples.detach().cpu().double()
     spread = per_joint_spread(samples).numpy() if len(samples) else np.zeros(len(z0))  # no samples: no spread
 
-    def ground_truth(ax) -> None:
+    def ground_truth(ax: Axes) -> None:
         g2 = project(gt.detach().cpu().double()[None], K)[0].numpy()
         ax.scatter(g2[:, 0], g2[:, 1], s=10, facecolors="none", edgecolors="k", lw=0.8, label="ground truth")
         ax.legend(loc="lower right", fontsize=7)

@@ -9,12 +9,15 @@ depth z horizontally, image-down y vertically, mm), same markers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from handflow.constants import IH42_PARENTS, NUM_HAND_JOINTS, NUM_JOINTS
 from handflow.extras import require
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_item", "HAND_COLORS"]
 
@@ -26,7 +29,7 @@ def _hand(j: int) -> int:
     return 0 if j < NUM_HAND_JOINTS else 1
 
 
-def _draw(ax, pts: np.ndarray, valid: np.ndarray, vis: np.ndarray, size: float) -> None:
+def _draw(ax: Axes, pts: np.ndarray, valid: np.ndarray, vis: np.ndarray, size: float) -> None:
     """Bones between valid joints, then markers: filled = visible, hollow = occluded."""
     for j, p in enumerate(IH42_PARENTS):
         if p >= 0 and valid[j] and valid[p]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from torch import Tensor
 from handflow.constants import NUM_BETAS, NUM_JOINTS
 from handflow.data.synth.cameras import Camera, dome_cameras
 from handflow.data.synth.ih_writer import atomic_write_bytes, encode_jpeg, image_rel_path
+
+if TYPE_CHECKING:  # generate imports this module
+    from handflow.data.synth.generate import Backends, SeqPlan, SynthConfig
 
 __all__ = ["SeqResult", "process_sequence", "subject_betas", "bbox_from_joints", "RIGHT_HAND_ID", "LEFT_HAND_ID"]
 
@@ -75,7 +78,8 @@ def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def process_sequence(plan, config, backends, root: Path, renderer: Any, timers: dict[str, float]) -> SeqResult:
+def process_sequence(plan: SeqPlan, config: SynthConfig, backends: Backends, root: Path, renderer: Any,
+                     timers: dict[str, float]) -> SeqResult:
     """Generate one :class:`~handflow.data.synth.generate.SeqPlan`. ``timers`` accumulates
     seconds per stage (sampling, skinning, rendering, encoding, writing)."""
     import time
@@ -111,7 +115,6 @@ def process_sequence(plan, config, backends, root: Path, renderer: Any, timers: 
           "occluded_fraction": []}
     for k in ("collision_rejections", "distance_rejections", "sequence_rejections", "static_fallbacks"):
         st[k] = int(seq.stats.get(k, 0))
-    cap = str(plan.capture)
     min_px = max(1, int(round(MIN_HAND_PIXEL_FRACTION * S * S)))
     for f in range(L):
         frame_idx = plan.frame_start + f

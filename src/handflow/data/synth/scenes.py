@@ -28,6 +28,7 @@ from torch import Tensor
 
 from handflow.constants import IH_WRIST, Side
 from handflow.data.synth.poses import sample_articulation
+from handflow.hand.base import HandModel, HandOutput
 
 __all__ = [
     "HandPlacement",
@@ -96,7 +97,7 @@ def _u(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
 
 
-def _choice(g: torch.Generator, items: tuple | list):
+def _choice(g: torch.Generator, items: tuple[str | None, ...] | list[str]) -> str | None:
     return items[int(torch.randint(len(items), (1,), generator=g))]
 
 
@@ -111,7 +112,11 @@ class TemplateSample:
     offset: Tensor
 
 
-def _tmpl(poses_r, poses_l, fr, nr, fl, nl, axis, offset_fn) -> Callable[[torch.Generator], TemplateSample]:
+_Vec3 = tuple[float, float, float]
+
+
+def _tmpl(poses_r: tuple[str | None, ...], poses_l: tuple[str | None, ...], fr: _Vec3, nr: _Vec3, fl: _Vec3, nl: _Vec3,
+          axis: _Vec3, offset_fn: Callable[[torch.Generator], Tensor]) -> Callable[[torch.Generator], TemplateSample]:
     def make(g: torch.Generator) -> TemplateSample:
         return TemplateSample(
             (_choice(g, poses_r), _choice(g, poses_l)), (_t(fr), _t(fl)), (_t(nr), _t(nl)), _t(axis), offset_fn(g)
@@ -232,7 +237,7 @@ def _mirror_key(key: SceneKey) -> SceneKey:
     return SceneKey(right=m(key.left), left=m(key.right))
 
 
-def _pose(model, side: Side, key: SceneKey | HandPlacement, betas: Tensor):
+def _pose(model: HandModel, side: Side, key: SceneKey | HandPlacement, betas: Tensor) -> HandOutput:
     p = key
     out = model(p.rotmats[None], betas[None].to(torch.float64), side)
     return out.translate(p.wrist[None])
@@ -240,7 +245,7 @@ def _pose(model, side: Side, key: SceneKey | HandPlacement, betas: Tensor):
 
 def sample_keyframe(
     template: str,
-    model,
+    model: HandModel,
     collide: Callable,
     betas: dict[str, Tensor],
     g: torch.Generator,
@@ -354,7 +359,7 @@ def interpolate_keys(keys: list[tuple[SceneKey, Tensor, Tensor]], length: int) -
 
 def sample_sequence(
     length: int,
-    model,
+    model: HandModel,
     collide: Callable,
     betas: dict[str, Tensor],
     g: torch.Generator,

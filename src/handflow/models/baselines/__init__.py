@@ -8,8 +8,8 @@ module applies to ``z0_std`` and ``sample_std`` of every model. They differ only
 |---|---|---|---|---|
 | ``deterministic`` | MLP → ``y`` | none | the regression | the regression, repeated |
 | ``gaussian`` | MLP → mean, log-variance | diagonal Gaussian NLL | the mean | mean + σ ε |
-| ``mcdropout`` | MLP with dropout before every linear layer | none (trained with dropout on) | head without dropout (eval) | n stochastic passes of the head |
-| ``cvae`` | encoder q(w∣y, v), decoder p(y∣w, v) | negative ELBO (KL with free bits) | decoder at w = 0 | decoder at prior draws w ~ N(0, I) |
+| ``mcdropout`` | MLP, dropout before each linear layer | none (dropout on in training) | head, no dropout | n stochastic passes |
+| ``cvae`` | encoder q(w∣y, v), decoder p(y∣w, v) | negative ELBO (KL, free bits) | decoder at w = 0 | decoder at w ~ N(0, I) |
 
 Like ``L_nll`` of the flow, the likelihood terms are per dimension (÷ 218), take the minimum
 over an image's annotations (MultiHands) and use only images with hand-model parameters
