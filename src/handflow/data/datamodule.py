@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     uninterrupted run would. Lightning calls :meth:`set_epoch` each epoch; it also forwards
     the epoch to the dataset's augmentation stream."""
 
-    def __init__(self, dataset, seed: int = 0) -> None:
+    def __init__(self, dataset: Any, seed: int = 0) -> None:
         self.dataset, self.seed, self.epoch = dataset, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -32,7 +33,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(len(self.dataset), generator=g).tolist())
 
@@ -55,7 +56,8 @@ class InterHandDataModule(pl.LightningDataModule):
     features (:class:`~handflow.data.features.FeatureDataset`; no augmentation).
     ``keypoints`` (the keypoint-evidence protocol, ``model.backbone=keypoints``): items without
     the image, never decoded; the crop augmentation (rotation, scale, shift) still moves the
-    2D evidence and the targets."""
+    2D evidence and the targets; the items are held in memory and augmented a batch at a time
+    (:class:`~handflow.data.targets.TargetsDataset`)."""
 
     def __init__(
         self,
@@ -82,7 +84,7 @@ class InterHandDataModule(pl.LightningDataModule):
         self._ds: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> "InterHandDataModule":
+    def from_config(cls, cfg: Any, **overrides: Any) -> InterHandDataModule:
         """The data module a :class:`~handflow.config.Config` describes (``cfg.data``, seed
         ``cfg.train.seed``); ``overrides`` replace constructor arguments, e.g.
         ``augment=False, num_workers=0``."""
@@ -111,6 +113,10 @@ class InterHandDataModule(pl.LightningDataModule):
             ds = InterHandDataset(self.root, split, self.size, hand_model=self.hand_model, mano_path=self.mano_path,
                                   augment=self.augment and split == "train" and not cached, seed=self.seed,
                                   cache_dir=self.cache_dir, load_images=not (cached or self.keypoints))
+            if self.keypoints and not cached:  # no image: every item's targets in memory, batches augmented at once
+                from handflow.data.targets import TargetsDataset
+
+                ds = TargetsDataset(ds, augment=self.augment and split == "train", seed=self.seed)
             if self.wants_multihands(split):
                 from handflow.multihands.dataset import MultiHandsDataset
 
@@ -125,8 +131,13 @@ class InterHandDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         sampler = EpochShuffleSampler(ds, self.seed) if shuffle else None
+        extra = {}
+        if getattr(ds, "batched", False):  # __getitems__ returns the collated batch
+            from handflow.data.targets import collate_batched
+
+            extra["collate_fn"] = collate_batched
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          worker_init_fn=worker_init, drop_last=shuffle, persistent_workers=False)
+                          worker_init_fn=worker_init, drop_last=shuffle, persistent_workers=False, **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
