@@ -173,9 +173,12 @@ def test_page_from_a_small_table() -> None:
     assert "| GLOBAL | 0.0 ± 0.0 | 3.0 ± 0.0 | 6.0 ± 0.0 | 100% | 1.00 |" in lines
     assert "2 test frames with 4.0 views each; seeds 0, 1." in lines
     # findings: paired per-image differences with 2 s.e.; the boundary (a 5.0 mm gap) does not hold
-    assert "| MMD GLOBAL: flow < Det | yes | flow 0.531 ± 0.044 vs 0.781 ± 0.044; per-image difference -0.2500 ± 0.0000 (2 s.e.) |" in lines
-    assert "| Det min vs max MPJPE differ clearly (RRR) | **no** | max − min = 5.0 ± 0.0 mm (min 30.3 ± 0.0, max 35.3 ± 0.0) |" in lines
-    assert "| no 2D worsens MMD RRR | yes | 0.756 ± 0.044 vs full 0.631 ± 0.044; per-image increase +0.1250 ± 0.0000 (2 s.e.) |" in lines
+    assert ("| MMD GLOBAL: flow < Det | yes | flow 0.531 ± 0.044 vs 0.781 ± 0.044; per-image difference -0.2500 ± 0.0000 "
+            "(2 s.e.) |") in lines
+    assert ("| Det min vs max MPJPE differ clearly (RRR) | **no** | max − min = 5.0 ± 0.0 mm (min 30.3 ± 0.0, "
+            "max 35.3 ± 0.0) |") in lines
+    assert ("| no 2D worsens MMD RRR | yes | 0.756 ± 0.044 vs full 0.631 ± 0.044; per-image increase +0.1250 ± 0.0000 "
+            "(2 s.e.) |") in lines
     assert ("| View selection RRR: best-ranked regret ≤ 0.5 × worst-ranked | yes | 0.0 vs 6.0 mm; per-frame best − 0.5 × worst "
             "-3.00 ± 0.00 (2 s.e.) |") in lines
     no_ref = render_page(_small_table(seeds=(3,), reference=False))
@@ -193,8 +196,8 @@ def test_keypoint_part_and_figures(fake_bench, tmp_path) -> None:
     text = write_page(t, md).read_text()
     assert text.startswith("# R\nimage part\n\n" + KP_BEGIN + "\n## Keypoint-evidence protocol") and text.endswith(KP_END + "\n")
     assert "\n### Table 2: MMD" in text and "\n## Table 2" not in text and "σ = 2 px" in text
-    for fig in ("results_kp_mmd.png", "results_kp_ablations.png", "results_kp_spread_vs_error.png", "results_kp_view_selection.png"):
-        assert (md.parent / "figures" / fig).stat().st_size > 1000
+    for fig in ("mmd", "ablations", "spread_vs_error", "view_selection"):
+        assert (md.parent / "figures" / f"results_kp_{fig}.png").stat().st_size > 1000
 
 
 def test_render_cli_writes_into_the_work_folder_not_docs(fake_bench, tmp_path, monkeypatch) -> None:
@@ -205,7 +208,8 @@ def test_render_cli_writes_into_the_work_folder_not_docs(fake_bench, tmp_path, m
     monkeypatch.chdir(tmp_path)
     fake_bench.root.mkdir(parents=True, exist_ok=True)
     (fake_bench.root / "plan.json").write_text(json.dumps({**fake_bench.__dict__, "steps": 7}))
-    monkeypatch.setattr("handflow.pipeline.results._reference_rows", lambda plan, runs: [(REFERENCE, NONE, NONE, "mmd_global", 2.0)])
+    monkeypatch.setattr("handflow.pipeline.results._reference_rows",
+                        lambda plan, runs: [(REFERENCE, NONE, NONE, "mmd_global", 2.0)])
     monkeypatch.setattr("handflow.pipeline.render.draw_figures", lambda *a, **k: [])
     r = CliRunner().invoke(app, ["report", "--work", str(fake_bench.root), "--render"])
     assert r.exit_code == 0, r.output
@@ -222,7 +226,8 @@ def test_plan_only_prints_every_command_with_shards(tmp_path) -> None:
     from handflow.cli import app
 
     work = tmp_path / "w"
-    args = ["report", "--work", str(work), "--plan-only", "--seeds", "0,1", "--mh-shards", "2", "--data-shards", "3", "--steps", "5"]
+    args = ["report", "--work", str(work), "--plan-only", "--seeds", "0,1", "--mh-shards", "2", "--data-shards", "3",
+            "--steps", "5"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     cmds = [line for line in r.output.splitlines() if line and not line.startswith("#")]
@@ -230,7 +235,8 @@ def test_plan_only_prints_every_command_with_shards(tmp_path) -> None:
     assert all(c.startswith("handflow ") for c in cmds) and not work.exists()  # printed, nothing run or written
     assert sum(f"--shard {i}/3" in c for c in cmds for i in range(3)) == 3
     mh = [c for c in cmds if c.split()[1] == "multihands"]
-    assert [("--split test" in c, f"--shard {i % 2}/2" in c) for i, c in enumerate(mh)] == [(True, True)] * 2 + [(False, True)] * 2
+    assert [("--split test" in c, f"--shard {i % 2}/2" in c) for i, c in enumerate(mh)] == \
+        [(True, True)] * 2 + [(False, True)] * 2
     assert "train.max_steps=5" in cmds[7] and "loss.w_det=0" in "".join(cmds)
     assert r.output.count("# stage ") == 4 and r.output.count("#   fingerprint ") == len(cmds)
     r1 = CliRunner().invoke(app, [*args, "--shard", "1/2", "--stages", "train,evaluate"])
@@ -274,7 +280,8 @@ def test_train_stage_carries_the_run_settings(tmp_path) -> None:
     assert f"data.multihands={plan.mh}" in st.argv and "train.max_steps=10" in st.argv
     assert st.outputs == (plan.run_dir("flow_no_detmag", 1) / "checkpoints" / "last.ckpt",) and not st.done()
     assert not any(a.startswith("data.multihands") for a in train_stage(plan, "flow_no_multihands", 0).argv)
-    assert st.fingerprint == train_stage(plan, "flow_no_detmag", 1).fingerprint != train_stage(plan, "flow_no_detmag", 0).fingerprint
+    same, other = train_stage(plan, "flow_no_detmag", 1), train_stage(plan, "flow_no_detmag", 0)
+    assert st.fingerprint == same.fingerprint != other.fingerprint
 
 
 def test_a_new_ablation_is_a_yaml_entry(tmp_path) -> None:
@@ -283,7 +290,8 @@ def test_a_new_ablation_is_a_yaml_entry(tmp_path) -> None:
     from handflow.pipeline.experiments import load_experiment
 
     text = (tmp_path / "x.yaml")
-    text.write_text("runs:\n  flow: {kind: flow, label: F}\n  flow_small_det: {kind: flow, label: det 0.1, overrides: [loss.w_det=0.1]}\n"
+    text.write_text("runs:\n  flow: {kind: flow, label: F}\n"
+                    "  flow_small_det: {kind: flow, label: det 0.1, overrides: [loss.w_det=0.1]}\n"
                     "methods: [flow]\nablations: [flow, flow_small_det]\nseeds: [4]\n")
     plan = ReportPlan(work=str(tmp_path / "w"), experiment=str(text), seeds=(4,))
     assert plan.runs == ("flow", "flow_small_det")
@@ -338,7 +346,8 @@ def test_a_run_stopped_by_its_time_cap_is_done(tmp_path) -> None:
     ckpt = tmp_path / "last.ckpt"
     assert not training_done(ckpt, 10, None) and finished_step(ckpt) == -1
     big = torch.zeros(1000)  # stands for the weights and the optimizer state: read onto the meta device, not into memory
-    torch.save({"global_step": 7, "callbacks": {"Timer": {"time_elapsed": {"train": 125.0}}}, "optimizer_states": [{"m": big}]}, ckpt)
+    timer = {"Timer": {"time_elapsed": {"train": 125.0}}}
+    torch.save({"global_step": 7, "callbacks": timer, "optimizer_states": [{"m": big}]}, ckpt)
     assert finished_step(ckpt) == 7
     assert not training_done(ckpt, 10, None) and not training_done(ckpt, 10, 3.0)
     assert training_done(ckpt, 10, 2.0)  # 125 s used of a 2-minute cap: resuming would step past it

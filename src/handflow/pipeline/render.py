@@ -63,7 +63,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _model_table(t: ResultsTable, runs: list[str], label: dict[str, str], cols: list[tuple[str, int]], ref: bool) -> list[list[str]]:
+def _model_table(t: ResultsTable, runs: list[str], label: dict[str, str], cols: list[tuple[str, int]],
+                 ref: bool) -> list[list[str]]:
     """Rows ``label, mean ± std over seeds`` of each (column, digits); the reference row last."""
     rows = [[label[n]] + [fmt(t.seed_means(n, k), d) for k, d in cols] for n in runs]
     if ref:
@@ -146,12 +147,14 @@ def render_page(t: ResultsTable, figure_prefix: str | None = None) -> str:
         "per_seed": _table(["run", "seed", "steps", "MMD Global", "MMD RRR", "MMD RR", "spread", "RR z=0", "min Global",
                             "max Global"],
                            [[label[n], str(s), str(int(t.value(n, s, "steps", -1)))]
-                            + [f"{t.seed_means(n, k)[i]:.3f}" for k in PER_SEED] for n in t.runs for i, s in enumerate(t.seeds(n))]),
+                            + [f"{t.seed_means(n, k)[i]:.3f}" for k in PER_SEED]
+                            for n in t.runs for i, s in enumerate(t.seeds(n))]),
     }
     if vs:
         from handflow.evaluation.report_figures import view_selection_table
 
-        values["view_selection"] = _fill(sec["view_selection"], {"h": h, "fig": fig, "seed": min(vs), "table": view_selection_table(vs)})
+        values["view_selection"] = _fill(sec["view_selection"], {"h": h, "fig": fig, "seed": min(vs),
+                                                                 "table": view_selection_table(vs)})
     shots = ctx.get("samples")
     if shots and shots["run"] in t and shots["seed"] in t.seeds(shots["run"]):
         values["samples_section"] = _fill(sec["samples"], {"h": h, "seed": shots["seed"], "images": "\n".join(

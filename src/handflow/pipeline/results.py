@@ -99,6 +99,10 @@ class ResultsTable:
 
 
 # ---------------------------------------------------------------------------- reading, writing
+def _blank(x: int) -> str:
+    return "" if x == NONE else str(x)
+
+
 def _int(text: str) -> int:
     return NONE if text == "" else int(text)
 
@@ -135,11 +139,10 @@ def write_results(folder: Path, rows: list[tuple[str, int, int, str, float]], im
     from handflow.atomic import atomic_path, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    blank = (lambda x: "" if x == NONE else str(x))
     with atomic_path(folder / "results.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(HEADER)
-        w.writerows((run, blank(s), blank(i), m, repr(float(v))) for run, s, i, m, v in rows)
+        w.writerows((run, _blank(s), _blank(i), m, repr(float(v))) for run, s, i, m, v in rows)
     with atomic_path(folder / "images.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(IMAGE_KEYS)

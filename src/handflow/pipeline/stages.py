@@ -15,6 +15,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
 def _log(plan: ReportPlan, name: str) -> Path:
     return plan.root / "logs" / f"{name}.log"
 
@@ -110,11 +115,12 @@ def synth_settings(plan: ReportPlan) -> list[str]:
 def synth_stages(plan: ReportPlan) -> list[Stage]:
     """``handflow synth`` of the benchmark's data (all cores; ``data_shards`` > 1: one command per
     shard, the last one to finish merges)."""
-    n, done = plan.data_shards, (lambda: (plan.data / "synth_summary.json").exists())
+    n, done = plan.data_shards, partial(_exists, plan.data / "synth_summary.json")
     out = []
     for i in range(n):
         shard = ["--shard", f"{i}/{n}"] if n > 1 else []
-        argv = handflow_command("synth", "--out", plan.data, *synth_settings(plan), *shard, "--workers", _cores(), "--no-progress")
+        argv = handflow_command("synth", "--out", plan.data, *synth_settings(plan), *shard, "--workers", _cores(),
+                                "--no-progress")
         out.append(Stage("data", "synth" + (f" {i}/{n}" if n > 1 else ""), argv, (), (plan.data,),
                          _log(plan, "synth" + (f"-{i}" if n > 1 else "")), done, shard=(i, n) if n > 1 else None))
     return out
@@ -129,7 +135,7 @@ def multihands_stages(plan: ReportPlan) -> list[Stage]:
     for split, opts in settings.items():
         if split == "train" and not any(exp.runs[r].multihands for r in plan.runs):
             continue
-        done = (lambda s=split: (plan.mh / s / "summary.json").exists())
+        done = partial(_exists, plan.mh / split / "summary.json")
         for i in range(plan.mh_shards):
             argv = handflow_command("multihands", "--data", plan.data, "--split", split, "--out", plan.mh, *opts,
                                     "--image-size", plan.image_size, "--seed", plan.data_seed, "--device", plan.device,
@@ -185,7 +191,8 @@ def train_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
     over = _train_overrides(plan, plan.steps, plan.train_minutes, workers, 1) + [f"train.seed={seed}"]
     inputs: tuple[Path, ...] = (plan.data,)
     if shared:
-        over += [f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true", f"data.features={plan.features}"]
+        over += [f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true",
+                 f"data.features={plan.features}"]
         inputs += (plan.backbone_ckpt, plan.features)
     if keypoints:
         over += ["model.backbone=keypoints", f"data.keypoint_noise_px={plan.keypoint_noise_px}"]
@@ -206,7 +213,7 @@ def eval_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
                             "--samples", plan.samples, "--out", out, "--device", plan.device, "--batch-size", 64)
     return Stage("evaluate", f"evaluate {name} s{seed}", argv, (ckpt, plan.data, plan.mh / "test"),
                  (out / "per_image.npz", out / "summary.json"), _log(plan, f"eval-{name}-s{seed}"),
-                 lambda: (out / "summary.json").exists(), threads=2)
+                 partial(_exists, out / "summary.json"), threads=2)
 
 
 def plan_stages(plan: ReportPlan) -> list[Stage]:
