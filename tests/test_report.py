@@ -352,3 +352,31 @@ def test_a_run_stopped_by_its_time_cap_is_done(tmp_path) -> None:
     assert not training_done(ckpt, 10, None) and not training_done(ckpt, 10, 3.0)
     assert training_done(ckpt, 10, 2.0)  # 125 s used of a 2-minute cap: resuming would step past it
     assert training_done(ckpt, 7, None)
+
+
+def test_run_report_runs_pending_commands_and_skips_finished_ones(tmp_path, monkeypatch) -> None:
+    """Each stage runs the commands whose outputs are missing (its share of them with a shard),
+    in stage order, and records its wall time only when it ran something."""
+    from functools import partial
+
+    from handflow.pipeline import run as run_mod
+    from handflow.pipeline.stages import Stage
+
+    plan = ReportPlan(work=str(tmp_path / "w"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "t0").write_text("")  # train 0 is finished
+
+    def fake(stage: str, i: int) -> Stage:
+        target = out / f"{stage[0]}{i}"
+        argv = [sys.executable, "-c", f"open({str(target)!r}, 'w').write('x')"]
+        return Stage(stage, f"{stage} {i}", argv, (), (target,), tmp_path / "logs" / f"{stage}{i}.log", partial(target.exists))
+
+    monkeypatch.setattr(run_mod, "plan_stages", lambda p: [fake(s, i) for s in ("train", "evaluate") for i in range(4)])
+    run_report(plan, ("train",), progress=False, shard=(1, 2))
+    assert sorted(p.name for p in out.iterdir()) == ["t0", "t1", "t3"]
+    run_report(plan, ("train", "evaluate"), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["e0", "e1", "e2", "e3", "t0", "t1", "t2", "t3"]
+    assert (out / "t0").read_text() == ""  # finished: not run again
+    assert set(json.loads((plan.root / "timings.json").read_text())) == {"train", "evaluate"}
+    assert load_plan(plan.root) == plan

@@ -72,8 +72,8 @@ def report(
         raise typer.BadParameter(f"--{e}") from None
     run_t = tuple(exp.runs) if runs == "all" else tuple(r.strip() for r in runs.split(",") if r.strip())
     stage_t = ("write",) if render else tuple(s.strip() for s in stages.split(",") if s.strip())
-    plan = ReportPlan(work=str(work), preset=preset, frames=frames, test_frames=test_frames, cameras=cameras, image_size=image_size, seeds=seed_t,
-                      steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
+    plan = ReportPlan(work=str(work), preset=preset, frames=frames, test_frames=test_frames, cameras=cameras,
+                      image_size=image_size, seeds=seed_t, steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
                       mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
                       backbone_steps=backbone_steps, backbone_minutes=backbone_minutes,
                       backbone_kind=backbone_kind, keypoint_noise_px=keypoint_noise_px, experiment=experiment,

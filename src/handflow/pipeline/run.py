@@ -2,7 +2,7 @@
 
 Each stage runs its pending commands (:attr:`Stage.done` false) as ``python -m handflow ...``
 processes, ``parallel`` side by side (:func:`handflow.evaluation.jobs.run_jobs`), and adds its
-wall time to ``WORK/timings.json`` (printed on the page). ``shard=(i, n)`` runs only the
+wall time to ``WORK/timings.json`` (printed on the page) when it ran any. ``shard=(i, n)`` runs only the
 ``i``-th interleaved share of every stage's commands (a scheduler's array task). ``write``
 gathers the table (:mod:`handflow.pipeline.results`) and renders the page
 (:mod:`handflow.pipeline.render`) into ``out`` without running anything.
@@ -61,11 +61,11 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
             pending = [c for c in commands if c.stage == s and not c.done()]
             if pending:
                 raise FileNotFoundError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
-        t0 = time.monotonic()
         jobs = [c.job() for c in shard_of([c for c in commands if c.stage == s], shard) if not c.done()]
-        if jobs:
+        if jobs:  # a stage with nothing to do adds no line "backbone 0.0 min" to the page
+            t0 = time.monotonic()
             run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress)
-        _add_timing(plan, s, time.monotonic() - t0)
+            _add_timing(plan, s, time.monotonic() - t0)
     return render_report(plan, out) if "write" in stages else None
 
 
