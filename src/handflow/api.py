@@ -73,7 +73,7 @@ def train(data: str | Path, out: str | Path, config: str | Path = "cpu", overrid
     from handflow.training.runner import train as run
 
     extra = [f"data.root={data}", f"train.out_dir={out}", *([f"model.kind={model}"] if model else [])]
-    cfg = load_config(config, [*overrides, *extra])
+    cfg = load_config(str(config), [*overrides, *extra])
     how = str(resume) if isinstance(resume, Path) else resume
     if progress:
         return run(cfg, resume=how)

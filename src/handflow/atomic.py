@@ -112,8 +112,9 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 1, fsync: boo
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray], *, compressed: bool = False, fsync: bool = False) -> None:
     """Write ``arrays`` as an ``.npz`` archive at exactly ``path`` (NumPy appends no suffix), atomically."""
     save = np.savez_compressed if compressed else np.savez
+    named: dict[str, Any] = dict(arrays)  # Any: numpy's stubs would match a key against savez's own keywords
     with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
-        save(f, **arrays)
+        save(f, **named)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -125,7 +125,7 @@ def check_focal(value: Any, name: str = "focal") -> tuple[float, float]:
     f = _numbers(value, 1, name, what) * 2 if scalar else _numbers(value, 2, name, what)
     if min(f) <= 0:
         raise InputError(f"{name} must be {what}, got {_show(value)}")
-    return f
+    return f[0], f[1]
 
 
 def check_principal(value: Any, name: str = "principal") -> tuple[float, float]:
@@ -404,7 +404,7 @@ def output_names(paths: Sequence[Path | None]) -> list[str]:
     """
     names = [p.stem if p is not None else f"image{k:04d}" for k, p in enumerate(paths)]
     for group in _collisions(names):
-        files = [paths[i] for i in group if paths[i] is not None]
+        files = [p for i in group if (p := paths[i]) is not None]
         if len(files) < len(group):
             continue
         full = [Path(os.path.normpath(p.absolute())) for p in files]
@@ -462,7 +462,7 @@ def _assign(values: Mapping[str, Any] | Sequence[Any] | None, paths: Sequence[Pa
     best: list[str | None] = [None] * len(paths)
     for key in map(str, values):
         for i in _matching_images(key, by_name, forms):
-            if best[i] is None or len(Path(key).parts) > len(Path(best[i]).parts):
+            if (b := best[i]) is None or len(Path(key).parts) > len(Path(b).parts):
                 best[i] = key
     for key in sorted(set(filter(None, best))):
         hits = [str(p) for p, b in zip(paths, best) if b == key]
@@ -586,6 +586,13 @@ class ImageJob:
     tag: str | None = None
 
     @property
+    def file(self) -> Path:
+        """The image file of a file input (a tensor input has none: TypeError)."""
+        if self.source is None:
+            raise TypeError(f"{self.label} is a tensor input, not a file")
+        return self.source
+
+    @property
     def label(self) -> str:
         """How messages name this input."""
         return str(self.source) if self.source is not None else self.tag or "the image tensor"
@@ -644,7 +651,7 @@ def plan_images(
         paths: list[Path | None] = [None] * len(tensors)
         jobs = [ImageJob(None, n, bbox, camera, image=t, tag=tag) for (t, tag), n in zip(tensors, output_names(paths))]
     else:
-        paths = list(list_images(images))
+        paths = list(list_images(cast("Sequence[str | Path] | str | Path", images)))  # not tensors
         jobs = [ImageJob(p, n, bbox, camera) for p, n in zip(paths, output_names(paths))]
     own_boxes, unknown_boxes = _assign(boxes, paths, names[0])
     own_cameras, unknown_cameras = _assign(cameras, paths, names[1])
@@ -653,7 +660,7 @@ def plan_images(
         job.box = job.box if b is None else check_box(b, where)
         job.camera = camera if c is None else camera.override(parse_camera(c, f"{names[1]}[{job.label!r}]"))
         try:
-            job.size = (job.image.shape[2], job.image.shape[1]) if job.image is not None else image_size(job.source)
+            job.size = (job.image.shape[2], job.image.shape[1]) if job.image is not None else image_size(job.file)
             check_image_size(*job.size, job.label)
             _check_in_image(*job.size, job.box, job.camera, job.label)
         except HandflowError as e:
@@ -750,9 +757,10 @@ def iter_predictions(model: Any, jobs: Sequence[ImageJob], samples: int, meshes:
         chunk = jobs[start:start + batch_size]
         images = load_job_images(chunk)
         ok = [i for i, im in enumerate(images) if isinstance(im, Tensor)]
+        loaded = [im for im in images if isinstance(im, Tensor)]  # the images of ``ok``
         results: dict[int, Prediction | HandflowError] = {}
         if ok:
-            batch = predictor.predict_checked([images[i] for i in ok], [chunk[i].camera for i in ok], [chunk[i].box for i in ok],
+            batch = predictor.predict_checked(loaded, [chunk[i].camera for i in ok], [chunk[i].box for i in ok],
                                               samples, meshes, g, [chunk[i].source for i in ok])
             for i, p in zip(ok, batch):
                 try:
@@ -856,9 +864,10 @@ def write_prediction(p: Prediction, name: str, out: str | Path, module: Any, mes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = {k: v.numpy() for k, v in (("K", p.K), ("box", p.box)) if v is not None}
-    np.savez(out / f"{name}.npz", z0_params=p.z0_params.numpy(), sample_params=p.sample_params.numpy(),
-             z0_joints=p.z0_joints.numpy(), sample_joints=p.sample_joints.numpy(), K_crop=p.K_crop.numpy(), focal=p.focal,
-             **extra)
+    arrays: dict[str, Any] = {"z0_params": p.z0_params.numpy(), "sample_params": p.sample_params.numpy(),
+                              "z0_joints": p.z0_joints.numpy(), "sample_joints": p.sample_joints.numpy(),
+                              "K_crop": p.K_crop.numpy(), "focal": p.focal, **extra}
+    np.savez(out / f"{name}.npz", **arrays)
     spread = float(sample_spread(p.sample_joints[None])[0]) if len(p.sample_joints) > 1 else 0.0
     plot_prediction(p.crop, p.K_crop, p.z0_joints, p.sample_joints, out / f"{name}.png",
                     title=f"{name}: {len(p.sample_joints)} samples, mean spread {spread:.1f} mm")
@@ -884,14 +893,14 @@ def write_predictions(preds: list[Prediction], out: str | Path, module: Any, mes
 def _write_meshes(p: Prediction, module: Any, base: Path, fmt: str) -> None:
     import trimesh
 
-    fmt = check_mesh_format(fmt)
+    ext = check_mesh_format(fmt)
     hand = module.hand_model
     parts = []
     for side, color in (("right", (228, 87, 46, 255)), ("left", (46, 134, 171, 255))):
         m = trimesh.Trimesh(p.meshes[side][0].numpy(), hand.faces_for(side).numpy(), process=False)
-        m.visual.vertex_colors = color
+        m.visual.vertex_colors = color  # type: ignore[union-attr]  # a mesh built without texture has ColorVisuals
         parts.append(m)
-    trimesh.util.concatenate(parts).export(f"{base}_z0.{fmt}")
+    trimesh.util.concatenate(parts).export(f"{base}_z0.{ext}")
 
 
 class Manifest:

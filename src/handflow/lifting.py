@@ -24,16 +24,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from handflow.config import Config
 from handflow.constants import NUM_JOINTS
 from handflow.errors import InputError, MissingFileError
 from handflow.geometry.camera import crop_intrinsics, square_bbox
+
+if TYPE_CHECKING:
+    from handflow.hand.base import HandModel
+    from handflow.models.base import HandPoseModel
 
 __all__ = ["predict_from_keypoints", "lifting_command", "read_keypoints_file", "load_lifting_model", "export_lifting_model",
            "KeypointInput", "LiftingModel", "SHIPPED_MODEL", "HAND_ORDERS", "VISIBLE_THRESHOLD"]
@@ -56,7 +60,7 @@ class KeypointInput:
 
 # ----------------------------------------------------------------------------- model
 def _shipped_path() -> Path:
-    return Path(str(resources.files("handflow").joinpath("assets", SHIPPED_MODEL)))
+    return Path(str(resources.files("handflow").joinpath("assets").joinpath(SHIPPED_MODEL)))  # one part each: Python 3.10
 
 
 @dataclass
@@ -64,8 +68,8 @@ class LiftingModel:
     """A keypoint-protocol network with its hand model and config (what lifting needs of a
     training module; no Lightning)."""
 
-    model: nn.Module
-    hand_model: nn.Module
+    model: HandPoseModel
+    hand_model: HandModel
     cfg: Config
 
     def eval(self) -> LiftingModel:
@@ -227,7 +231,8 @@ def read_keypoints_file(path: str | Path) -> list[KeypointInput]:
         seen.add(name)
         own = any(k in im for k in ("K", "focal", "princpt"))  # an image's own camera, else the top-level one
         cam = {k: im.get(k) if own else doc.get(k) for k in ("K", "focal", "princpt")}
-        out.append(make_input(name, im["keypoints"], None, cam["K"], cam["focal"], cam["princpt"], im.get("hand_order", order)))
+        hand_order: Any = im.get("hand_order", order)  # make_input checks it
+        out.append(make_input(name, im["keypoints"], None, cam["K"], cam["focal"], cam["princpt"], hand_order))
     return out
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from handflow.config import Config, to_dict
 from handflow.data.crop import warp_to_crop
+from handflow.hand.base import HandModel
 from handflow.inference import (
     Box,
     Camera,
@@ -101,7 +102,7 @@ class Predictor(nn.Module):
     (torch.Size([2, 42, 3]), torch.Size([2, 3, 42, 3]))
     """
 
-    def __init__(self, model: HandPoseModel, hand_model: nn.Module, cfg: Config) -> None:
+    def __init__(self, model: HandPoseModel, hand_model: HandModel, cfg: Config) -> None:
         if getattr(model, "uses_keypoints", False):
             from handflow.errors import InputError
 
@@ -169,12 +170,17 @@ class Predictor(nn.Module):
         their cameras and boxes (None: the whole image) -> :class:`BatchPrediction` (outputs
         not checked for NaN; see :func:`~handflow.inference.check_finite`)."""
         parts = [self.crop(img, cam, box) for img, cam, box in zip(images, cameras, boxes)]
-        crops, K, Kc, square = (torch.stack([p[i] for p in parts]) for i in range(4))
+        crops, K, Kc, square = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
+                                torch.stack([p[2] for p in parts]), torch.stack([p[3] for p in parts]))
         dev, size = self.device, self.image_size
         res = self.model.predict(crops.to(dev), samples, generator)
         z0, ys = res["z0"], res["samples"]
-        dec = decode_joints(torch.cat([z0[:, None], ys], 1), Kc.float().to(dev), size, self.hand_model, vertices=meshes)
-        J, verts = dec if meshes else (dec, {})
+        y = torch.cat([z0[:, None], ys], 1)
+        verts: dict[str, Tensor] = {}
+        if meshes:
+            J, verts = decode_joints(y, Kc.float().to(dev), size, self.hand_model, vertices=True)
+        else:
+            J = decode_joints(y, Kc.float().to(dev), size, self.hand_model)
         J = J.cpu()
         return BatchPrediction(z0.cpu(), ys.cpu(), J[:, 0], J[:, 1:], Kc.float(), K, square, crops,
                                torch.tensor([p[4] for p in parts]), {k: v.cpu() for k, v in verts.items()},
@@ -209,10 +215,11 @@ class Predictor(nn.Module):
         """
         samples = check_samples(samples)
         jobs = plan_or_raise(images, bbox, focal, principal, K, boxes, cameras)
-        imgs = load_job_images(jobs)
-        for img in imgs:
+        imgs: list[Tensor] = []
+        for img in load_job_images(jobs):
             if isinstance(img, Exception):
                 raise img
+            imgs.append(img)
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
         out = self.predict_checked(imgs, [j.camera for j in jobs], [j.box for j in jobs], samples, meshes, g,
                                    [j.source for j in jobs])
@@ -221,7 +228,7 @@ class Predictor(nn.Module):
         return out
 
 
-def hand_model_of(cfg: Config) -> nn.Module:
+def hand_model_of(cfg: Config) -> HandModel:
     """The hand model a config names (MANO from ``data.mano_path``)."""
     from handflow.hand.registry import hand_model_named
 
@@ -239,7 +246,7 @@ def load_job_images(jobs: Sequence[ImageJob]) -> list[Tensor | Exception]:
             out.append(job.error)
             continue
         try:
-            out.append(job.image if job.image is not None else check_image(load_image(job.source), job.label))
+            out.append(job.image if job.image is not None else check_image(load_image(job.file), job.label))
         except HandflowError as e:
             out.append(e)
     return out

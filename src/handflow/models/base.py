@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,16 @@ from handflow.params import ParamNormalizer, unpack
 __all__ = ["HandPoseModel", "decode_joints"]
 
 
-def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel, vertices: bool = False) -> Tensor | tuple[Tensor, dict]:
+@overload
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel, vertices: Literal[False] = False) -> Tensor: ...
+@overload
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel,
+                  vertices: Literal[True]) -> tuple[Tensor, dict[str, Tensor]]: ...
+@overload
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel,
+                  vertices: bool) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
+def decode_joints(y: Tensor, K: Tensor, size: int, hand_model: HandModel,
+                  vertices: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """Physical parameters -> camera-frame joints.
 
     Args:

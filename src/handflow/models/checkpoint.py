@@ -13,13 +13,16 @@ and :func:`load_state`, and :func:`handflow.load_model` builds a plain predictor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from handflow.config import Config, saved_config
 from handflow.errors import HandflowError
 from handflow.safeio import load_torch_file
+
+if TYPE_CHECKING:  # models/__init__ imports this module
+    from handflow.models.base import HandPoseModel
 
 __all__ = ["CheckpointMismatch", "read_checkpoint", "stored_config", "load_state", "load_model", "MODEL_PREFIX"]
 
@@ -72,7 +75,7 @@ def load_state(module: nn.Module, state_dict: dict[str, Any], path: str | Path) 
         raise CheckpointMismatch(f"{path} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def load_model(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[nn.Module, Config]:
+def load_model(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[HandPoseModel, Config]:
     """The network of a checkpoint, without Lightning -> ``(HandPoseModel in eval mode, Config)``:
     the stored config builds the model (:func:`handflow.models.build_model`), the
     ``model.*`` entries of the state dict fill it (other entries are ignored).
