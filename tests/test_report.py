@@ -380,3 +380,17 @@ def test_run_report_runs_pending_commands_and_skips_finished_ones(tmp_path, monk
     assert (out / "t0").read_text() == ""  # finished: not run again
     assert set(json.loads((plan.root / "timings.json").read_text())) == {"train", "evaluate"}
     assert load_plan(plan.root) == plan
+
+
+def test_a_stopped_multihands_split_is_not_done(tmp_path) -> None:
+    """A stopped generation leaves a summary saying ``complete: false``: the stage resumes it."""
+    from handflow.pipeline.stages import multihands_stages
+
+    plan = ReportPlan(work=str(tmp_path), mh_shards=2)
+    (plan.mh / "test").mkdir(parents=True)
+    test = [st for st in multihands_stages(plan) if "--split" in st.argv and st.argv[st.argv.index("--split") + 1] == "test"]
+    assert len(test) == 2 and not any(st.done() for st in test)
+    (plan.mh / "test" / "summary.json").write_text(json.dumps({"complete": False, "num_images": 3}))
+    assert not any(st.done() for st in test)
+    (plan.mh / "test" / "summary.json").write_text(json.dumps({"complete": True, "num_images": 5}))
+    assert all(st.done() for st in test)

@@ -101,6 +101,12 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
+def _complete(summary: Path) -> bool:
+    """A MultiHands split is done when its summary exists and does not say ``complete: false``
+    (a stopped generation writes one over the parts it finished; rerunning resumes it)."""
+    return summary.exists() and bool(json.loads(summary.read_text()).get("complete", True))
+
+
 def _log(plan: ReportPlan, name: str) -> Path:
     return plan.root / "logs" / f"{name}.log"
 
@@ -135,7 +141,7 @@ def multihands_stages(plan: ReportPlan) -> list[Stage]:
     for split, opts in settings.items():
         if split == "train" and not any(exp.runs[r].multihands for r in plan.runs):
             continue
-        done = partial(_exists, plan.mh / split / "summary.json")
+        done = partial(_complete, plan.mh / split / "summary.json")
         for i in range(plan.mh_shards):
             argv = handflow_command("multihands", "--data", plan.data, "--split", split, "--out", plan.mh, *opts,
                                     "--image-size", plan.image_size, "--seed", plan.data_seed, "--device", plan.device,
