@@ -48,15 +48,12 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from handflow.atomic import save_npz, write_text
-from handflow.constants import HAND_PARAM_DIM, SIDES
 from handflow.data.augment import AugmentConfig, AugmentParams, sample_augment
 from handflow.data.crop import FILL_VALUE, warp_to_crop
 from handflow.data.datamodule import EpochShuffleSampler, InterHandDataModule, worker_init
-from handflow.data.interhand import BBOX_SCALE, InterHandDataset
+from handflow.data.interhand import InterHandDataset
+from handflow.data.targets import META_INT_KEYS, META_STR_KEYS, augment_targets, item_targets, stack_records
 from handflow.errors import HandflowError
-from handflow.geometry.camera import crop_intrinsics, project, square_bbox, world_to_camera
-from handflow.geometry.root import root_to_uvs
-from handflow.geometry.rotations import matrix_to_rot6d
 
 __all__ = ["PACK_FORMAT_VERSION", "DEFAULT_MARGIN", "PackedStoreError", "AugmentBatch", "annotation_digest",
            "pad_for", "pack_split", "open_store", "PackedDataset", "augment_batch", "batch_color_jitter",
@@ -76,11 +73,9 @@ UINT8_MAX = 255.0
 RESIDENT_COPY_ITEMS = 1024
 #: the annotation files of a split whose bytes define a store (``SplitIndex.paths`` keys)
 DIGESTED_FILES = ("data", "camera", "joint_3d", "MANO_NeuralAnnot", "extra", "skeleton")
-#: per-item string metadata, stored as fixed-width unicode arrays
-META_STR_KEYS = ("seq", "camera", "file_name")
+#: per-item string metadata (``META_STR_KEYS``) is stored as fixed-width unicode arrays
 #: stored as strings, returned as lists of str
 STR_KEYS = ("hand_type", *META_STR_KEYS)
-META_INT_KEYS = ("capture", "frame", "image_id", "index")
 
 
 class PackedStoreError(HandflowError, ValueError):
@@ -111,30 +106,14 @@ def pad_for(size: int, margin: float) -> int:
 
 
 def _item_record(ds: InterHandDataset, i: int, pad: int) -> tuple[Tensor, dict[str, Any]]:
-    """Packed crop (3, P, P) uint8 and the un-augmented targets of item ``i`` of an
-    ``InterHandDataset`` without augmentation (float64 geometry, computed as the dataset does)."""
-    item = ds.annotation(i)
-    valid = item["joint_valid"]
-    K, camrot, campos = ds._camera(i)
-    params, has = ds._params_cam(i, camrot, campos)
-    a = ds.index.a
-    world = torch.from_numpy(np.array(a["frame_world"][int(a["img_frame"][i])], dtype=np.float64))
-    joints = world_to_camera(world, camrot, campos)
-    Kc = crop_intrinsics(K, square_bbox(project(joints, K, eps=0.0), valid, scale=BBOX_SCALE), ds.image_size)
-    Kp = Kc.clone()
+    """Packed crop (3, P, P) uint8 and the un-augmented targets (:func:`~handflow.data.targets.item_targets`)
+    of item ``i`` of an ``InterHandDataset`` without augmentation."""
+    rec = item_targets(ds, i)
+    K = torch.from_numpy(rec["K_full"])
+    Kp = torch.from_numpy(rec["K_crop"]).clone()
     Kp[:2, 2] += pad
     crop = warp_to_crop(ds._load_image(i), K, Kp, ds.image_size + 2 * pad)
     u8 = (crop * UINT8_MAX).round().clamp(0, UINT8_MAX).to(torch.uint8)
-    rot = torch.zeros(len(SIDES), 3, 3, dtype=torch.float64)
-    root = torch.zeros(len(SIDES), 3, dtype=torch.float64)
-    if has:
-        for h, side in enumerate(SIDES):
-            rot[h], root[h] = params[side][0][0], params[side][2]
-    vis_base = ds._visibility(i, valid, joints, K, camrot, campos) & valid
-    m = item["meta"]
-    rec = {"K_full": K.numpy(), "K_crop": Kc.numpy(), "joints_cam": joints.numpy(), "joint_valid": valid.numpy(),
-           "vis_base": vis_base.numpy(), "y": item["y"].numpy(), "rot_global": rot.numpy(), "root": root.numpy(),
-           "has_params": np.bool_(has), "hand_type": item["hand_type"], **{k: m[k] for k in META_INT_KEYS + META_STR_KEYS}}
     return u8, rec
 
 
@@ -142,14 +121,6 @@ def _settings(ds: Any, split: str, size: int, pad: int) -> dict[str, Any]:
     return {"format_version": PACK_FORMAT_VERSION, "split": split, "image_size": size, "pad": pad,
             "annotations": annotation_digest(ds.index.paths), "items": len(ds),
             "hand_model": getattr(ds.hand_model, "name", None), "visibility": ds.visibility}
-
-
-def _stack_records(recs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k in recs[0]:
-        vals = [r[k] for r in recs]
-        out[k] = np.asarray(vals, dtype=str) if isinstance(vals[0], str) else np.stack([np.asarray(v) for v in vals])
-    return out
 
 
 class _ChunkSource(torch.utils.data.Dataset):
@@ -164,7 +135,7 @@ class _ChunkSource(torch.utils.data.Dataset):
     def __getitem__(self, c: int) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
         lo, hi = self.chunks[c]
         imgs, recs = zip(*(_item_record(self.ds, i, self.pad) for i in range(lo, hi)))
-        return lo, torch.stack(imgs).numpy(), _stack_records(list(recs))
+        return lo, torch.stack(imgs).numpy(), stack_records(list(recs))
 
 
 def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, margin: float = DEFAULT_MARGIN,
@@ -328,19 +299,12 @@ def augment_batch(images: Tensor, t: dict[str, Tensor], size: int, pad: int, aug
         as ``InterHandDataset`` computes them for these parameters.
     """
     B = images.shape[0]
-    valid = t["joint_valid"]
     if aug is None:
-        Kc, joints_v, y = t["K_crop"], t["joints_cam"], t["y"].float()
+        tg = augment_targets(t, size, None)
         img = images[:, :, pad:pad + size, pad:pad + size].float() / UINT8_MAX
     else:
-        Rz = _rot_z_batch(aug.angle)
-        joints_v = t["joints_cam"] @ Rz.transpose(1, 2)
-        box = square_bbox(project(joints_v, t["K_full"], eps=0.0), valid, scale=BBOX_SCALE)
-        side = box[:, 2] * aug.scale
-        cx = box[:, 0] + box[:, 2] / 2 + aug.shift[:, 0] * box[:, 2]
-        cy = box[:, 1] + box[:, 3] / 2 + aug.shift[:, 1] * box[:, 3]
-        Kc = crop_intrinsics(t["K_full"], torch.stack([cx - side / 2, cy - side / 2, side, side], -1), size)
-        y = _rotate_params(t, Rz, Kc, size)
+        tg = augment_targets(t, size, aug.angle, aug.scale, aug.shift)
+        Rz, Kc = tg["Rz"], tg["K_crop64"]
         Kp = t["K_crop"].clone()
         Kp[:, :2, 2] += pad
         H = Kp @ Rz.transpose(1, 2) @ torch.linalg.inv(Kc)  # output crop pixel -> packed pixel (affine)
@@ -349,35 +313,9 @@ def augment_batch(images: Tensor, t: dict[str, Tensor], size: int, pad: int, aug
         grid = Fn.affine_grid(theta.to(src.device, src.dtype), [B, 3, size, size], align_corners=False)
         img = Fn.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + FILL_VALUE
         img = batch_color_jitter(img, aug.brightness, aug.contrast, aug.saturation)
-    j2d = project(joints_v, Kc, eps=0.0)
-    inside = (j2d >= 0).all(-1) & (j2d < size).all(-1)
     if channels_last:
         img = img.contiguous(memory_format=torch.channels_last)
-    return {"image": img, "K": Kc.float(), "joints_cam": joints_v.float(), "joints_2d": j2d.float(),
-            "visible": t["vis_base"] & inside & valid, "y": y}
-
-
-def _rot_z_batch(angle: Tensor) -> Tensor:
-    """(B, 3, 3) float64 rotations by ``angle`` (B,) radians about the optical axis (``crop.rot_z``)."""
-    c, s = torch.cos(angle.double()), torch.sin(angle.double())
-    z, o = torch.zeros_like(c), torch.ones_like(c)
-    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(-1, 3, 3)
-
-
-def _rotate_params(t: dict[str, Tensor], Rz: Tensor, Kc: Tensor, size: int) -> Tensor:
-    """(B, 218) float32: the stored ``y`` with each hand's global orientation turned by ``Rz``
-    (B, 3, 3) and its wrist re-expressed in the crop ``Kc`` (as ``InterHandDataset`` packs it)."""
-    y = t["y"].double().clone()
-    has = t["has_params"]
-    if not bool(has.any()):
-        return t["y"].float()
-    for h in range(len(SIDES)):
-        o = h * HAND_PARAM_DIM
-        R = Rz[has] @ t["rot_global"][has, h]
-        root = (Rz[has] @ t["root"][has, h, :, None])[..., 0]
-        y[has, o:o + 6] = matrix_to_rot6d(R)
-        y[has, o + HAND_PARAM_DIM - 3:o + HAND_PARAM_DIM] = root_to_uvs(root, Kc[has], size)
-    return y.float()
+    return {"image": img, **{k: tg[k] for k in ("K", "joints_cam", "joints_2d", "visible", "y")}}
 
 
 def collate_packed(batch: dict[str, Any]) -> dict[str, Any]:
