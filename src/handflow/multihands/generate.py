@@ -64,9 +64,9 @@ class GenerateConfig:
         perturb: perturbation scales.
     """
 
-    num: int = 100
-    rounds: int = 6
-    proposals_per_image: int = 96
+    num: int = EngineConfig.num  # the search's own defaults, written once (engine.EngineConfig)
+    rounds: int = EngineConfig.rounds
+    proposals_per_image: int = EngineConfig.proposals_per_image
     pixel_threshold: float | None = None
     prior_quantile: float = 0.01
     seed: int = 0
