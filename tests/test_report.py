@@ -394,3 +394,25 @@ def test_a_stopped_multihands_split_is_not_done(tmp_path) -> None:
     assert not any(st.done() for st in test)
     (plan.mh / "test" / "summary.json").write_text(json.dumps({"complete": True, "num_images": 5}))
     assert all(st.done() for st in test)
+
+
+def test_experiment_yaml_reads_the_same_without_omegaconf(monkeypatch) -> None:
+    """OmegaConf when installed, else PyYAML: the same table either way."""
+    from handflow.pipeline.experiments import load_experiment
+
+    pytest.importorskip("omegaconf")
+    with_omegaconf = load_experiment("paper")
+    monkeypatch.setitem(sys.modules, "omegaconf", None)  # import fails: the PyYAML path
+    assert load_experiment("paper") == with_omegaconf
+    assert list(with_omegaconf.runs)[:2] == ["flow", "cvae"] and with_omegaconf.detmag == "flow_no_detmag"
+
+
+def test_render_writes_nothing_into_the_work_folder(fake_bench, tmp_path, monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr("handflow.pipeline.render.draw_figures", lambda *a, **k: [])
+    before = sorted((p, p.stat().st_mtime_ns) for p in fake_bench.root.rglob("*"))
+    md = run_report(fake_bench, ("write",), tmp_path / "page", progress=False)
+    assert md == tmp_path / "page" / "results.md" and md.read_text().startswith("# Results")
+    assert sorted((p, p.stat().st_mtime_ns) for p in fake_bench.root.rglob("*")) == before
+    assert not os.path.exists(fake_bench.root / "plan.json")

@@ -41,13 +41,14 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
                shard: tuple[int, int] | None = None) -> Path | None:
     """Run the requested stages in order; returns the page's path when ``write`` ran.
 
-    ``("write",)`` alone reads the settings saved in ``WORK/plan.json`` and writes nothing into
-    the work folder."""
+    ``("write",)`` alone reads the settings saved in ``WORK/plan.json`` (those given when there is
+    none) and writes nothing into the work folder."""
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise InputError(f"unknown stage(s) {bad}; stages: {list(STAGES)}")
-    if set(stages) == {"write"} and (plan.root / "plan.json").exists():
-        plan = load_plan(plan.root)  # the settings the numbers were produced with
+    if set(stages) == {"write"}:  # the settings the numbers were produced with; nothing written into the work folder
+        plan = load_plan(plan.root) if (plan.root / "plan.json").exists() else plan
+        check_plan(plan)
     else:
         check_plan(plan)
         save_plan(plan)
