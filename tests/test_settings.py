@@ -115,25 +115,37 @@ def test_schema_checks_are_config_errors() -> None:
         build(SynthConfig, overrides=["image_size=8"])
 
 
-def test_a_checkpoint_from_before_a_key_existed_loads() -> None:
-    """The shipped lifting model predates keys added since; ``saved_config`` fills them with
-    :data:`LEGACY_DEFAULTS` (where listed) or the defaults, and validates."""
+def test_a_checkpoint_from_before_a_key_existed_loads(tmp_path) -> None:
+    """A checkpoint file whose stored config lacks keys added since (one with a
+    :data:`LEGACY_DEFAULTS` value, others without) loads: the legacy key takes the value it was
+    trained with, the others today's defaults; the shipped lifting model's config loads too."""
     from pathlib import Path
+
+    import torch
 
     import handflow
     from handflow.config import LEGACY_DEFAULTS
+    from handflow.models.checkpoint import read_checkpoint
     from handflow.safeio import load_torch_file
 
-    asset = Path(handflow.__file__).parent / "assets" / "lifting_flow.pt"
-    stored = load_torch_file(asset)["hyper_parameters"]["config"]
-    cfg = saved_config(stored)
-    assert cfg.model.backbone == "keypoints" and to_dict(cfg)["model"] == {**to_dict(Config())["model"], **stored["model"]}
-    d = to_dict(load_config("cpu"))
+    d = to_dict(load_config("cpu", ["train.seed=5"]))
     for section, keys in LEGACY_DEFAULTS.items():
         for k in keys:
             del d[section][k]
-    old = saved_config(d)
-    assert all(getattr(getattr(old, s), k) == v for s, keys in LEGACY_DEFAULTS.items() for k, v in keys.items())
+    for newer in (("data", "packed"), ("model", "keypoint_width"), ("loss", "sample_3d_scale")):
+        del d[newer[0]][newer[1]]
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"config": d}, "state_dict": {}}, path)
+    _, cfg = read_checkpoint(path)
+    assert all(getattr(getattr(cfg, s), k) == v for s, keys in LEGACY_DEFAULTS.items() for k, v in keys.items())
+    assert cfg.loss.joints3d_root_relative is False  # trained in the camera frame, not today's default
+    assert cfg.train.seed == 5 and cfg.data.packed is None and cfg.model.keypoint_width == Config().model.keypoint_width
+    d["loss"]["w_dett"] = 1.0  # a key no handflow wrote: refused, named
+    with pytest.raises(ConfigError, match="unknown key 'loss.w_dett'"):
+        saved_config(d)
+    asset = Path(handflow.__file__).parent / "assets" / "lifting_flow.pt"
+    stored = load_torch_file(asset)["hyper_parameters"]["config"]
+    assert saved_config(stored).model.backbone == "keypoints"
 
 
 def _changed(value: Any, typ: Any) -> Any:
