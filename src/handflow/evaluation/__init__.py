@@ -2,7 +2,10 @@
 benchmark report (``handflow report``: the paper's Tables 1-3 on the synthetic benchmark).
 
 >>> from handflow.evaluation import evaluate
->>> summary = evaluate("runs/flow/checkpoints/last.ckpt", "data_synth", "eval/flow", multihands="mh")
+>>> summary = evaluate("runs/flow/checkpoints/last.ckpt", "data_synth", "eval/flow", multihands="mh")  # doctest: +SKIP
+
+(skipped as a doctest: it needs a trained checkpoint and a dataset; ``handflow.evaluate``'s own
+example runs on a tiny synthetic one)
 """
 
 from handflow.evaluation.scoring import ALIGNS, COLUMNS, RunMismatch, evaluate, image_metrics

@@ -235,7 +235,10 @@ class ConditionalGlow(nn.Module):
         """z -> y. ``z`` (B, [S,] D) -> (``y`` (B, [S,] D), log|det dy/dz| (B, [S])).
 
         Example:
-            >>> y, logdet = flow(z, context)
+            >>> flow = ConditionalGlow(dim=6, context_dim=4, steps=2, hidden=8).eval()
+            >>> y, logdet = flow(torch.zeros(3, 6), torch.zeros(3, 4))
+            >>> y.shape, logdet.shape
+            (torch.Size([3, 6]), torch.Size([3]))
         """
         if self.training and not self.initialized:
             warnings.warn(

@@ -21,9 +21,20 @@ that test fires at :math:`d < \sqrt{8\cdot 2.25}\,\sigma_{src}`, i.e. each hand 
 :math:`\lVert\mu_i-\mu_j\rVert < \sigma_i+\sigma_j` agrees with the source on equal radii.
 Reasoning and a check against the ``openhand`` mesh: ``docs/metrics.md``.
 
->>> centres, sigmas = hand_proxies(joints)        # (B, G, 3), (B, G)
+>>> import torch
+>>> from handflow.hand import load_hand_model
+>>> from handflow.hand.collision import collide, hand_proxies, penetration
+>>> hand, rot, betas = load_hand_model("openhand"), torch.eye(3).expand(2, 16, 3, 3), torch.zeros(2, 10)
+>>> right_out, left_out = hand(rot, betas, "right"), hand(rot, betas, "left")   # both wrists at the origin
+>>> centres, sigmas = hand_proxies(right_out.joints)
+>>> centres.shape, sigmas.shape                   # (B, G, 3), (B, G)
+(torch.Size([2, 65, 3]), torch.Size([2, 65]))
 >>> collide(right_out, left_out)                  # (B,) bool
->>> penetration(right_out, left_out)              # (B,) mm^2, differentiable
+tensor([True, True])
+>>> bool((penetration(right_out, left_out) > 0).all())   # (B,) mm^2, differentiable
+True
+>>> collide(right_out, left_out.translate(torch.tensor([[0.0, 0.0, 200.0]])))   # 20 cm apart
+tensor([False, False])
 """
 
 from __future__ import annotations

@@ -4,10 +4,19 @@ plausible annotations, MMD between samples and annotations, and sample spread.
 All inputs are two-hand InterHand2.6M joints ``(..., 42, 3)`` in millimetres (right 0-20,
 left 21-41). Definitions, bandwidths and precision are documented in ``docs/metrics.md``.
 
+>>> import torch
 >>> from handflow.metrics import mpjpe, mmd, sample_spread
->>> mpjpe(pred, gt, "rr")                        # (B,) mm
->>> mmd(samples, annotations, "global")          # (B,) in [0, sqrt 2]
->>> sample_spread(samples)                       # (B,) mm
+>>> g = torch.Generator().manual_seed(0)
+>>> gt = torch.randn(2, 42, 3, generator=g) * 50                       # (B, 42, 3) mm
+>>> pred = gt + 10.0                                                   # every joint 10 mm off in x, y and z
+>>> mpjpe(pred, gt, "global"), mpjpe(pred, gt, "rr").abs().max() < 1e-4   # (B,) mm; root-relative: no error
+(tensor([17.3205, 17.3205]), tensor(True))
+>>> samples = gt[:, None] + torch.randn(2, 8, 42, 3, generator=g) * 5        # (B, S, 42, 3)
+>>> annotations = gt[:, None] + torch.randn(2, 4, 42, 3, generator=g) * 5    # (B, N, 42, 3)
+>>> mmd(samples, annotations, "global").shape    # (B,) in [0, sqrt 2]
+torch.Size([2])
+>>> sample_spread(samples).shape                 # (B,) mm
+torch.Size([2])
 """
 
 from handflow.metrics.align import ALIGNMENTS, Alignment, align, check_alignment
