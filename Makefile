@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DEMO_OUT ?= demo_out
 
-.PHONY: demo demo-quick test test-fast bench sysdeps clean
+.PHONY: demo demo-quick test test-fast docs bench sysdeps clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory sysdeps
@@ -37,6 +37,10 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q -m "not slow"
+
+# the documentation site with the API reference from the docstrings, offline (~7 s): build/site/index.html
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(VENV)/.installed
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

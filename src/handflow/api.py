@@ -31,10 +31,11 @@ def synthesize(out: str | Path, frames: int = 2000, cameras: int = 16, image_siz
     Returns:
         ``out`` as a Path.
 
-    >>> import tempfile, handflow
-    >>> root = handflow.synthesize(f"{tempfile.mkdtemp()}/data", frames=6, cameras=2, image_size=64, progress=False)
-    >>> sorted(p.name for p in (root / "images").iterdir())
-    ['test', 'train', 'val']
+    Examples:
+        >>> import tempfile, handflow
+        >>> root = handflow.synthesize(f"{tempfile.mkdtemp()}/data", frames=6, cameras=2, image_size=64, progress=False)
+        >>> sorted(p.name for p in (root / "images").iterdir())
+        ['test', 'train', 'val']
     """
     from handflow.data.synth.generate import SynthConfig, generate
 
@@ -59,14 +60,15 @@ def train(data: str | Path, out: str | Path, config: str | Path = "cpu", overrid
     Returns:
         the path of ``last.ckpt`` (for :func:`handflow.load_model`, :func:`handflow.predict`).
 
-    >>> import tempfile, handflow
-    >>> tmp = tempfile.mkdtemp()
-    >>> data = handflow.synthesize(f"{tmp}/data", frames=6, cameras=2, image_size=64, progress=False)
-    >>> tiny = ["train.max_steps=1", "data.image_size=64", "data.batch_size=2", "data.num_workers=0", "model.flow_hidden=32",
-    ...         "train.max_minutes=null", "train.threads=1", "data.augment=false", "loss.num_samples=2"]
-    >>> ckpt = handflow.train(data, f"{tmp}/run", overrides=tiny, progress=False)
-    >>> ckpt.name, handflow.load_model(ckpt).image_size
-    ('last.ckpt', 64)
+    Examples:
+        >>> import tempfile, handflow
+        >>> tmp = tempfile.mkdtemp()
+        >>> data = handflow.synthesize(f"{tmp}/data", frames=6, cameras=2, image_size=64, progress=False)
+        >>> tiny = ["train.max_steps=1", "data.image_size=64", "data.batch_size=2", "data.num_workers=0", "model.flow_hidden=32",
+        ...         "train.max_minutes=null", "train.threads=1", "data.augment=false", "loss.num_samples=2"]
+        >>> ckpt = handflow.train(data, f"{tmp}/run", overrides=tiny, progress=False)
+        >>> ckpt.name, handflow.load_model(ckpt).image_size
+        ('last.ckpt', 64)
     """
     require("lightning", "train", "training")
     from handflow.config import load_config
@@ -94,16 +96,17 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
     Returns:
         the ``summary.json`` dict (``metrics[column] = {mean, std, sem, count}``).
 
-    >>> import tempfile, handflow
-    >>> from handflow.config import load_config
-    >>> from handflow.predictor import Predictor
-    >>> tmp = tempfile.mkdtemp()
-    >>> data = handflow.synthesize(f"{tmp}/data", frames=6, cameras=2, image_size=64, progress=False)
-    >>> cfg = load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"])
-    >>> ckpt = Predictor.from_config(cfg).save(f"{tmp}/untrained.ckpt")   # use a trained last.ckpt
-    >>> summary = handflow.evaluate(ckpt, data, f"{tmp}/eval", samples=4, limit=2, progress=False)
-    >>> summary["num_images"], sorted(summary["metrics"]["mpjpe_z0_rr"])   # mm, over the images
-    (2, ['count', 'mean', 'sem', 'std'])
+    Examples:
+        >>> import tempfile, handflow
+        >>> from handflow.config import load_config
+        >>> from handflow.predictor import Predictor
+        >>> tmp = tempfile.mkdtemp()
+        >>> data = handflow.synthesize(f"{tmp}/data", frames=6, cameras=2, image_size=64, progress=False)
+        >>> cfg = load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"])
+        >>> ckpt = Predictor.from_config(cfg).save(f"{tmp}/untrained.ckpt")   # use a trained last.ckpt
+        >>> summary = handflow.evaluate(ckpt, data, f"{tmp}/eval", samples=4, limit=2, progress=False)
+        >>> summary["num_images"], sorted(summary["metrics"]["mpjpe_z0_rr"])   # mm, over the images
+        (2, ['count', 'mean', 'sem', 'std'])
     """
     require("lightning", "train", "evaluation")
     from handflow.evaluation import evaluate as run
@@ -116,11 +119,12 @@ def load_hand_model(name: str = "openhand", path: str | Path | None = None, **kw
     files, ``path=`` folder or file; docs/mano.md). Called with local rotations (B, 16, 3, 3) and
     shape ``betas`` (B, 10), it returns joints (B, 21, 3) and vertices (B, V, 3) in mm.
 
-    >>> import torch, handflow
-    >>> hand = handflow.load_hand_model("openhand")
-    >>> out = hand(torch.eye(3).expand(2, 16, 3, 3), torch.zeros(2, 10), "left")
-    >>> out.joints.shape, out.vertices.shape[-1]
-    (torch.Size([2, 21, 3]), 3)
+    Examples:
+        >>> import torch, handflow
+        >>> hand = handflow.load_hand_model("openhand")
+        >>> out = hand(torch.eye(3).expand(2, 16, 3, 3), torch.zeros(2, 10), "left")
+        >>> out.joints.shape, out.vertices.shape[-1]
+        (torch.Size([2, 21, 3]), 3)
     """
     from handflow.hand.registry import load_hand_model as load
 

@@ -10,21 +10,22 @@ and which no reader lists (it starts with a dot and does not end in the destinat
 ``fsync=True`` also flushes the file and the folder entry to disk before returning (durable
 across a power cut, at a few milliseconds per file); the default only guarantees atomicity.
 
->>> import tempfile
->>> from pathlib import Path
->>> from handflow.atomic import atomic_path, read_npz, save_npz, write_json
->>> out = Path(tempfile.mkdtemp()) / "run.json"
->>> write_json(out, {"step": 3})
->>> out.read_text()
-'{\n "step": 3\n}'
->>> with atomic_path(out) as tmp:       # any writer that takes a path
-...     _ = tmp.write_text("{}")
->>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
-('{}', ['run.json'])
->>> import numpy as np
->>> save_npz(out.with_name("a.npz"), {"x": np.arange(3)})
->>> read_npz(out.with_name("a.npz"))["x"]
-array([0, 1, 2])
+Examples:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from handflow.atomic import atomic_path, read_npz, save_npz, write_json
+    >>> out = Path(tempfile.mkdtemp()) / "run.json"
+    >>> write_json(out, {"step": 3})
+    >>> out.read_text()
+    '{\n "step": 3\n}'
+    >>> with atomic_path(out) as tmp:       # any writer that takes a path
+    ...     _ = tmp.write_text("{}")
+    >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+    ('{}', ['run.json'])
+    >>> import numpy as np
+    >>> save_npz(out.with_name("a.npz"), {"x": np.arange(3)})
+    >>> read_npz(out.with_name("a.npz"))["x"]
+    array([0, 1, 2])
 """
 
 from __future__ import annotations

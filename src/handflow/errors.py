@@ -6,9 +6,10 @@ another config, a corrupt annotation). The CLI prints such an error as one line
 Domain errors derive from it and keep their older built-in base (``ValueError``,
 ``OSError``), so ``except ValueError`` in existing user code still catches them:
 
->>> from handflow.errors import HandflowError, InputError
->>> issubclass(InputError, HandflowError) and issubclass(InputError, ValueError)
-True
+Examples:
+    >>> from handflow.errors import HandflowError, InputError
+    >>> issubclass(InputError, HandflowError) and issubclass(InputError, ValueError)
+    True
 """
 
 from __future__ import annotations

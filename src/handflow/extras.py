@@ -14,8 +14,9 @@ cli      typer, rich                               the ``handflow`` command
 all      all of the above                          ``make demo``, ``make test``
 ======== ========================================= =============================================
 
->>> require("math", "viz", "figures").pi > 3
-True
+Examples:
+    >>> require("math", "viz", "figures").pi > 3
+    True
 """
 
 from __future__ import annotations

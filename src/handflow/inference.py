@@ -640,10 +640,11 @@ def plan_images(
             image, a (B, 3, H, W) batch or a list of (3, H_i, W_i) images.
         bbox: checked ``(x, y, w, h)`` for every image (:func:`check_box`).
         camera: the camera of images without their own (default: all defaults).
-        boxes / cameras: per image, a mapping from file name or path (``photo.jpg``,
-            ``b/photo.jpg``, an absolute path; the longest key naming an image wins) or a
-            sequence with one entry (or None) per image; values as :func:`check_box` /
-            :func:`parse_camera` take them. ``names`` name them in messages.
+        boxes: per image, a mapping from file name or path (``photo.jpg``, ``b/photo.jpg``, an
+            absolute path; the longest key naming an image wins) or a sequence with one entry (or
+            None) per image; values as :func:`check_box` takes them.
+        cameras: per image, as ``boxes``; values as :func:`parse_camera` takes them.
+        names: how messages name ``boxes`` and ``cameras``.
     """
     camera = camera or Camera()
     tensors = _tensor_images(images)
@@ -822,13 +823,14 @@ def predict(
         CorruptFileError: an unreadable image. ModelOutputError: a non-finite output.
         FileNotFoundError: a missing path, or no images found.
 
-    >>> import torch, handflow
-    >>> from handflow.config import load_config
-    >>> from handflow.predictor import Predictor
-    >>> model = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"]))  # or "last.ckpt"
-    >>> preds = handflow.predict(model, torch.rand(3, 3, 80, 100), samples=5, focal=120.0, batch_size=2)
-    >>> len(preds), preds[0].sample_joints.shape, preds[0].K[0, 0].item()
-    (3, torch.Size([5, 42, 3]), 120.0)
+    Examples:
+        >>> import torch, handflow
+        >>> from handflow.config import load_config
+        >>> from handflow.predictor import Predictor
+        >>> model = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"]))  # or "last.ckpt"
+        >>> preds = handflow.predict(model, torch.rand(3, 3, 80, 100), samples=5, focal=120.0, batch_size=2)
+        >>> len(preds), preds[0].sample_joints.shape, preds[0].K[0, 0].item()
+        (3, torch.Size([5, 42, 3]), 120.0)
     """
     samples, batch_size = check_samples(samples), check_batch_size(batch_size)
     jobs = plan_or_raise(images, bbox, focal, principal, K, boxes, cameras)

@@ -12,9 +12,10 @@ same :class:`~handflow.inference.Prediction` objects as image prediction.
 Without a checkpoint the shipped lifting model (:data:`SHIPPED_MODEL`, weights only, read with
 ``weights_only=True``) is used.
 
->>> preds = predict_from_keypoints(None, uv, conf, K=K, samples=100)   # doctest: +SKIP
->>> preds[0].sample_joints.shape                                       # doctest: +SKIP
-torch.Size([100, 42, 3])
+Examples:
+    >>> preds = predict_from_keypoints(None, uv, conf, K=K, samples=100)   # doctest: +SKIP
+    >>> preds[0].sample_joints.shape                                       # doctest: +SKIP
+    torch.Size([100, 42, 3])
 """
 
 from __future__ import annotations

@@ -94,12 +94,13 @@ class Predictor(nn.Module):
     ``hand_model`` and ``cfg`` (the training config: crop size, hand model). Always in eval mode
     unless you call ``.train()``; no gradients are recorded by :meth:`forward`.
 
-    >>> import handflow, torch
-    >>> from handflow.config import load_config
-    >>> predictor = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"]))  # untrained
-    >>> out = predictor(torch.rand(2, 3, 90, 120), samples=3)
-    >>> out.z0_joints.shape, out.sample_joints.shape
-    (torch.Size([2, 42, 3]), torch.Size([2, 3, 42, 3]))
+    Examples:
+        >>> import handflow, torch
+        >>> from handflow.config import load_config
+        >>> predictor = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"]))  # untrained
+        >>> out = predictor(torch.rand(2, 3, 90, 120), samples=3)
+        >>> out.z0_joints.shape, out.sample_joints.shape
+        (torch.Size([2, 42, 3]), torch.Size([2, 3, 42, 3]))
     """
 
     def __init__(self, model: HandPoseModel, hand_model: HandModel, cfg: Config) -> None:
@@ -201,9 +202,13 @@ class Predictor(nn.Module):
             cameras: per image a 3 × 3 K, ``{"K"}``, ``{"focal", "princpt"}`` or a
                 :class:`~handflow.inference.Camera`; its parts replace the global camera's.
             samples: S ≥ 0 samples per image (0: the z = 0 estimate only).
-            bbox / focal / principal / K: the values of images without their own.
+            bbox: the box of images without their own.
+            focal: the focal length (pixels, ``f`` or ``(fx, fy)``) of images without their own camera.
+            principal: the principal point of images without their own camera.
+            K: the 3 × 3 intrinsics of images without their own camera.
             meshes: also return camera-frame vertices.
-            seed / generator: the samples' randomness (a given generator wins).
+            seed: the samples' randomness, unless ``generator`` is given.
+            generator: the samples' randomness (wins over ``seed``).
 
         Returns:
             :class:`BatchPrediction` (z0_params (B, 218), sample_params (B, S, 218), z0_joints
@@ -266,14 +271,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predicto
         MissingFileError, UnsafeFileError, CorruptFileError: see :func:`handflow.safeio.load_torch_file`.
         CheckpointMismatch: not a handflow checkpoint, or weights that do not fit its config.
 
-    >>> import tempfile, torch, handflow
-    >>> from handflow.config import load_config
-    >>> path = f"{tempfile.mkdtemp()}/tiny.ckpt"   # use your runs/NAME/checkpoints/last.ckpt
-    >>> _ = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"])).save(path)
-    >>> predictor = handflow.load_model(path, device="cpu")
-    >>> out = predictor(torch.rand(4, 3, 64, 64), samples=10)   # (B, 3, H, W) in [0, 1]
-    >>> out.sample_params.shape, out.z0_joints.shape, len(out)
-    (torch.Size([4, 10, 218]), torch.Size([4, 42, 3]), 4)
+    Examples:
+        >>> import tempfile, torch, handflow
+        >>> from handflow.config import load_config
+        >>> path = f"{tempfile.mkdtemp()}/tiny.ckpt"   # use your runs/NAME/checkpoints/last.ckpt
+        >>> _ = Predictor.from_config(load_config("cpu", ["data.image_size=64", "model.flow_hidden=32"])).save(path)
+        >>> predictor = handflow.load_model(path, device="cpu")
+        >>> out = predictor(torch.rand(4, 3, 64, 64), samples=10)   # (B, 3, H, W) in [0, 1]
+        >>> out.sample_params.shape, out.z0_joints.shape, len(out)
+        (torch.Size([4, 10, 218]), torch.Size([4, 42, 3]), 4)
     """
     return Predictor.from_checkpoint(path, device)
 

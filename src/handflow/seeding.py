@@ -7,15 +7,16 @@ is SHA-256 of ``repr((int(seed), *map(str, keys)))``: stable across runs, platfo
 Python versions (unlike ``hash()``), and distinct keys give unrelated streams (unlike
 ``seed * stride + i`` arithmetic, where ``(seed, i + stride)`` and ``(seed + 1, i)`` collide).
 
->>> import torch
->>> from handflow.seeding import np_stream, seed_of, stream
->>> g = stream(0, "train", "image", 7)          # torch.Generator
->>> bool((torch.rand(3, generator=g) == torch.rand(3, generator=stream(0, "train", "image", 7))).all())
-True
->>> seed_of(0, "train", "image", 7) == seed_of(0, "train", "image", 8)
-False
->>> float(np_stream(0, "views").random()) == float(np_stream(0, "views").random())
-True
+Examples:
+    >>> import torch
+    >>> from handflow.seeding import np_stream, seed_of, stream
+    >>> g = stream(0, "train", "image", 7)          # torch.Generator
+    >>> bool((torch.rand(3, generator=g) == torch.rand(3, generator=stream(0, "train", "image", 7))).all())
+    True
+    >>> seed_of(0, "train", "image", 7) == seed_of(0, "train", "image", 8)
+    False
+    >>> float(np_stream(0, "views").random()) == float(np_stream(0, "views").random())
+    True
 
 Streams that predate this module and whose numbers shipped results or tests depend on keep
 their own seeds (listed in ``docs/architecture.md``, "Seeds"); new code uses :func:`stream`.

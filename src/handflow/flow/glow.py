@@ -234,7 +234,7 @@ class ConditionalGlow(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """z -> y. ``z`` (B, [S,] D) -> (``y`` (B, [S,] D), log|det dy/dz| (B, [S])).
 
-        Example:
+        Examples:
             >>> flow = ConditionalGlow(dim=6, context_dim=4, steps=2, hidden=8).eval()
             >>> y, logdet = flow(torch.zeros(3, 6), torch.zeros(3, 4))
             >>> y.shape, logdet.shape

@@ -2,15 +2,16 @@
 
 A hand model maps per-joint rotations and shape to a mesh and 21 joints:
 
->>> import torch
->>> from handflow.hand import load_hand_model
->>> model = load_hand_model("openhand")
->>> rotmats, betas = torch.eye(3).expand(2, 16, 3, 3), torch.zeros(2, 10)   # (B,16,3,3), (B,10)
->>> out = model(rotmats, betas, side="right")
->>> out.vertices.shape   # (B,V,3) mm, wrist joint at the origin
-torch.Size([2, 2578, 3])
->>> out.joints.shape, out.joints[0, 20].tolist()   # (B,21,3) mm, InterHand2.6M order (wrist = index 20)
-(torch.Size([2, 21, 3]), [0.0, 0.0, 0.0])
+Examples:
+    >>> import torch
+    >>> from handflow.hand import load_hand_model
+    >>> model = load_hand_model("openhand")
+    >>> rotmats, betas = torch.eye(3).expand(2, 16, 3, 3), torch.zeros(2, 10)   # (B,16,3,3), (B,10)
+    >>> out = model(rotmats, betas, side="right")
+    >>> out.vertices.shape   # (B,V,3) mm, wrist joint at the origin
+    torch.Size([2, 2578, 3])
+    >>> out.joints.shape, out.joints[0, 20].tolist()   # (B,21,3) mm, InterHand2.6M order (wrist = index 20)
+    (torch.Size([2, 21, 3]), [0.0, 0.0, 0.0])
 
 Rotations are MANO-style: ``rotmats[:, 0]`` is the global orientation, ``rotmats[:, 1:]``
 the 15 finger joints in MANO order, each relative to its parent, all expressed in the

@@ -1,7 +1,8 @@
 """``mano``: the official MANO hand model (Romero et al. 2017) from the user's own files.
 
->>> model = ManoModel("/path/to/mano/models")  # your MANO_RIGHT.pkl and/or MANO_LEFT.pkl  # doctest: +SKIP
->>> out = model(rotmats, betas, side="left")   # rotmats (B,16,3,3), betas (B,10)  # doctest: +SKIP
+Examples:
+    >>> model = ManoModel("/path/to/mano/models")  # your MANO_RIGHT.pkl and/or MANO_LEFT.pkl  # doctest: +SKIP
+    >>> out = model(rotmats, betas, side="left")   # rotmats (B,16,3,3), betas (B,10)  # doctest: +SKIP
 
 (skipped as doctests: MANO's files are not redistributable; ``tests/test_mano.py`` runs the
 model on a synthetic file of the same format)

@@ -7,11 +7,12 @@ thumb side +z, palm towards −y, flexion ≈ positive rotation about +z), so MA
 rotation parameters mean the same motion. Details and the anatomical axes:
 ``docs/openhand.md``.
 
->>> import torch
->>> model = OpenHand()
->>> out = model(torch.eye(3).expand(4, 16, 3, 3), torch.zeros(4, 10), side="right")  # rotmats (B,16,3,3), betas (B,10)
->>> out.vertices.shape, out.joints.shape        # (B, V, 3), (B, 21, 3) mm
-(torch.Size([4, 2578, 3]), torch.Size([4, 21, 3]))
+Examples:
+    >>> import torch
+    >>> model = OpenHand()
+    >>> out = model(torch.eye(3).expand(4, 16, 3, 3), torch.zeros(4, 10), side="right")  # rotmats (B,16,3,3), betas (B,10)
+    >>> out.vertices.shape, out.joints.shape        # (B, V, 3), (B, 21, 3) mm
+    (torch.Size([4, 2578, 3]), torch.Size([4, 21, 3]))
 """
 
 from __future__ import annotations

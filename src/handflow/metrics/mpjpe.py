@@ -31,7 +31,8 @@ def joint_errors(pred: Tensor, gt: Tensor, alignment: str) -> Tensor:
     """Per-joint Euclidean errors after alignment.
 
     Args:
-        pred, gt: ``(..., 42, 3)`` mm, leading dimensions broadcastable.
+        pred: ``(..., 42, 3)`` mm, leading dimensions broadcastable with ``gt``'s.
+        gt: ``(..., 42, 3)`` mm.
         alignment: ``"rr" | "rrr" | "global"`` (see :func:`~handflow.metrics.align.align`).
 
     Returns:
@@ -58,8 +59,9 @@ def mpjpe(pred: Tensor, gt: Tensor, alignment: str, mask: Tensor | None = None) 
     """Mean per-joint position error (mm).
 
     Args:
-        pred, gt: ``(..., 42, 3)`` mm; leading dimensions broadcast (e.g. ``pred (B,S,42,3)``
+        pred: ``(..., 42, 3)`` mm; leading dimensions broadcast against ``gt``'s (e.g. ``pred (B,S,42,3)``
             against ``gt (B,1,42,3)``).
+        gt: ``(..., 42, 3)`` mm.
         alignment: ``"rr"`` (each hand at its own root), ``"rrr"`` (both at the right root)
             or ``"global"`` (none).
         mask: optional ``(..., 42)`` bool, True for the joints that count (e.g. valid joints);
@@ -83,7 +85,8 @@ def mpjpe_occluded(
     """RR* (SPEC section 7): root-relative MPJPE on the joints occluded in the image.
 
     Args:
-        pred, gt: ``(..., 42, 3)`` mm.
+        pred: ``(..., 42, 3)`` mm.
+        gt: ``(..., 42, 3)`` mm.
         visible: ``(..., 42)`` bool, True where the joint is visible in the image.
         valid: optional ``(..., 42)`` bool, True where the annotation is valid.
 

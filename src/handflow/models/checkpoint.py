@@ -81,8 +81,8 @@ def load_model(path: str | Path, map_location: str = "cpu", expect_hand_model: s
     ``model.*`` entries of the state dict fill it (other entries are ignored).
 
     Raises:
-        MissingFileError, UnsafeFileError, CorruptFileError, CheckpointMismatch: as :func:`read_checkpoint`,
-        and CheckpointMismatch when the weights do not fit the stored config.
+        MissingFileError, UnsafeFileError, CorruptFileError: as :func:`read_checkpoint`.
+        CheckpointMismatch: as :func:`read_checkpoint`, or weights that do not fit the stored config.
     """
     from handflow.models import build_model
 
