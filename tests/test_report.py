@@ -398,12 +398,14 @@ def test_a_stopped_multihands_split_is_not_done(tmp_path) -> None:
 
 def test_experiment_yaml_reads_the_same_without_omegaconf(monkeypatch) -> None:
     """OmegaConf when installed, else PyYAML: the same table either way."""
-    from handflow.pipeline.experiments import load_experiment
+    from handflow.pipeline import experiments
 
     pytest.importorskip("omegaconf")
-    with_omegaconf = load_experiment("paper")
+    experiments._parse.cache_clear()
+    with_omegaconf = experiments.load_experiment("paper")
     monkeypatch.setitem(sys.modules, "omegaconf", None)  # import fails: the PyYAML path
-    assert load_experiment("paper") == with_omegaconf
+    experiments._parse.cache_clear()
+    assert experiments.load_experiment("paper") == with_omegaconf
     assert list(with_omegaconf.runs)[:2] == ["flow", "cvae"] and with_omegaconf.detmag == "flow_no_detmag"
 
 

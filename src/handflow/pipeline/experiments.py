@@ -16,6 +16,7 @@ with PyYAML; both give the same plain data, which is validated here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,16 @@ def load_experiment(name_or_path: str | Path = DEFAULT_EXPERIMENT) -> Experiment
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise InputError(f"experiment file {p} not found")
-        return experiment_from_dict(p.stem, _read_yaml(p.read_text()), str(p))
+        return _parse(p.stem, p.read_text(), str(p))
     folder = resources.files("handflow.configs").joinpath("experiments")
     f = folder.joinpath(f"{name_or_path}.yaml")
     if not f.is_file():
         known = sorted(x.name[:-5] for x in folder.iterdir() if x.name.endswith(".yaml"))
         raise InputError(f"unknown experiment {str(name_or_path)!r}; packaged: {known} (or pass a .yaml file)")
-    return experiment_from_dict(str(name_or_path), _read_yaml(f.read_text()), f"handflow/configs/experiments/{name_or_path}.yaml")
+    return _parse(str(name_or_path), f.read_text(), f"handflow/configs/experiments/{name_or_path}.yaml")
+
+
+@lru_cache(maxsize=16)
+def _parse(name: str, text: str, source: str) -> Experiment:
+    """Parsed once per file content (a plan asks for its table once per stage command)."""
+    return experiment_from_dict(name, _read_yaml(text), source)
