@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from handflow.errors import InputError
+from handflow.errors import InputError, MissingFileError
 from handflow.evaluation.jobs import run_jobs
 from handflow.pipeline.plan import ReportPlan, check_plan, load_plan, save_plan
 from handflow.pipeline.stages import STAGES, plan_stages, shard_of
@@ -46,9 +46,11 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise InputError(f"unknown stage(s) {bad}; stages: {list(STAGES)}")
-    if set(stages) == {"write"}:  # the settings the numbers were produced with; nothing written into the work folder
-        plan = load_plan(plan.root) if (plan.root / "plan.json").exists() else plan
-        check_plan(plan)
+    if set(stages) == {"write"}:  # nothing is written into the work folder
+        if (plan.root / "plan.json").exists():
+            plan = load_plan(plan.root)  # the settings the numbers were produced with (checked when they ran)
+        else:
+            check_plan(plan)
     else:
         check_plan(plan)
         save_plan(plan)
@@ -58,11 +60,9 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
     for s in STAGES[:-1]:
         if s not in stages:
             continue
-        if s == "features" and plan.protocol == "shared" and not plan.backbone_ckpt.exists():
-            pending = [c for c in commands if c.stage == s and not c.done()]
-            if pending:
-                raise FileNotFoundError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
         jobs = [c.job() for c in shard_of([c for c in commands if c.stage == s], shard) if not c.done()]
+        if s == "features" and jobs and not plan.backbone_ckpt.exists():
+            raise MissingFileError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
         if jobs:  # a stage with nothing to do adds no line "backbone 0.0 min" to the page
             t0 = time.monotonic()
             run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress)
