@@ -63,7 +63,8 @@ class Stage:
 def _saved_state(ckpt: Path) -> dict[str, Any] | None:
     """A run checkpoint's plain entries (``None`` when there is none yet), read with
     ``weights_only=True`` onto the meta device: the step count and the callbacks' state without
-    the weights or the optimizer state (torch >= 2.10 does not even read their bytes). A planted
+    the weights or the optimizer state (the torch of this project's venv, 2.14, skips their bytes
+    on the meta device; older ones read and drop them). A planted
     file that would run code raises UnsafeFileError."""
     if not ckpt.exists():
         return None
