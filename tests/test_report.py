@@ -418,3 +418,20 @@ def test_render_writes_nothing_into_the_work_folder(fake_bench, tmp_path, monkey
     assert md == tmp_path / "page" / "results.md" and md.read_text().startswith("# Results")
     assert sorted((p, p.stat().st_mtime_ns) for p in fake_bench.root.rglob("*")) == before
     assert not os.path.exists(fake_bench.root / "plan.json")
+
+
+def test_plan_command_options_are_report_options() -> None:
+    """plan_command writes only options `handflow report` takes, and every plan setting is one of
+    them or documented as fixed (so the printed command reproduces the plan)."""
+    from dataclasses import fields
+
+    import typer.main
+
+    from handflow.cli import app
+    from handflow.pipeline.plan import OPTIONS
+
+    cmd = typer.main.get_command(app).commands["report"]
+    names = {o for p in cmd.params for o in p.opts}
+    assert {opt for opt, _ in OPTIONS} | {"--work", "--seeds", "--runs"} <= names
+    fixed = {"mh_test_num", "mh_train_rounds", "mh_train_proposals", "data_seed", "extra_overrides"}  # not options (yet)
+    assert {f.name for f in fields(ReportPlan)} == {k for _, k in OPTIONS} | {"work", "seeds", "runs"} | fixed
