@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from handflow.atomic import atomic_path, write_text
+
 #: weights pieces: at most this many MiB each (the session's file-size limit)
 PIECE_MIB = 16
 #: bytes budgeted per tensor on top of its data (names, pickle framing) and per piece (zip directory)
@@ -78,9 +80,7 @@ class Report:
         print(f"[{name}] {seconds:.1f} s {json.dumps(values)}", flush=True)
 
     def save(self) -> None:
-        tmp = self.path.with_name(".metrics.json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------- weights in pieces
@@ -117,18 +117,17 @@ def save_weights(module: torch.nn.Module, cfg: Any, folder: Path, piece_mib: flo
     files = []
     for i, piece in enumerate(pieces):
         f = folder / f"weights-{i:03d}-of-{len(pieces):03d}.pt"
-        torch.save(piece, folder / f".{f.name}.tmp")
-        if (folder / f".{f.name}.tmp").stat().st_size > cap:  # the budget above is conservative: never seen
-            raise RuntimeError(f"weights piece {f.name} exceeds {piece_mib} MiB")
-        os.replace(folder / f".{f.name}.tmp", f)
+        with atomic_path(f) as tmp:
+            torch.save(piece, tmp)
+            if tmp.stat().st_size > cap:  # the budget above is conservative: never seen
+                raise RuntimeError(f"weights piece {f.name} exceeds {piece_mib} MiB")
         files.append(f.name)
     for old in folder.glob("weights-*.pt"):
         if old.name not in files:
             old.unlink()
     index = {"files": files, "tensors": entries, "piece_mib": piece_mib}
     (folder / "config.json").write_text(json.dumps(to_dict(cfg), indent=1) + "\n")
-    (folder / ".index.json.tmp").write_text(json.dumps(index, indent=1) + "\n")
-    os.replace(folder / ".index.json.tmp", folder / "index.json")
+    write_text(folder / "index.json", json.dumps(index, indent=1) + "\n")
     return index
 
 

@@ -93,3 +93,32 @@ def test_a_hard_link_to_the_current_file_leaves_no_temp(tmp_path):
         with A.atomic_path(p) as tmp:
             os.link(src, tmp)
     assert p.read_bytes() == b"weights" and _names(tmp_path) == ["best.ckpt", "step1.ckpt"]
+
+
+def test_atomic_create_never_replaces(tmp_path):
+    p = tmp_path / "vis.npy"
+    with A.atomic_create(p) as tmp:
+        tmp.write_bytes(b"first")
+    with A.atomic_create(p) as tmp:  # another process was first: its file stays
+        tmp.write_bytes(b"second")
+    assert p.read_bytes() == b"first" and _names(tmp_path) == ["vis.npy"]
+    with pytest.raises(RuntimeError), A.atomic_create(tmp_path / "x") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError
+    assert _names(tmp_path) == ["vis.npy"]
+
+
+def test_atomic_dir_replaces_a_folder_whole(tmp_path):
+    out = tmp_path / "part_0000"
+    with A.atomic_dir(out, fsync=True) as tmp:
+        (tmp / "a.npy").write_bytes(b"1")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b").write_bytes(b"2")
+    assert sorted(p.name for p in out.rglob("*")) == ["a.npy", "b", "sub"]
+    with A.atomic_dir(out) as tmp:
+        (tmp / "c.npy").write_bytes(b"3")
+    assert _names(out) == ["c.npy"]  # the old folder's files are gone with it
+    with pytest.raises(KeyboardInterrupt), A.atomic_dir(out) as tmp:
+        (tmp / "d.npy").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert _names(out) == ["c.npy"] and _names(tmp_path) == ["part_0000"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "temp_path", "write_bytes", "write_text", "write_json", "save_npz", "read_npz"]
+__all__ = ["atomic_path", "atomic_create", "atomic_dir", "temp_path", "write_bytes", "write_text", "write_json", "save_npz",
+           "read_npz"]
 
 
 def temp_path(path: str | Path) -> Path:
@@ -88,6 +90,59 @@ def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_create(path: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_path`, but never replaces: the file written at the yielded path appears
+    at ``path`` whole and only if no file is there yet (``os.link`` fails on an existing name), so
+    two processes racing to create the same file both see exactly one of them, never a mix. The
+    temporary file is always removed; a write that raises leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # created by someone else first: theirs stays
+        except OSError:  # pragma: no cover - file systems without hard links: atomic, not exclusive
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on a normal exit it replaces ``path``.
+
+    A reader sees the old folder, briefly none (the old one is removed just before the rename),
+    or the complete new one, never a partial one. If the block raises, the temporary folder is
+    removed and ``path`` is untouched. ``fsync`` flushes every file written and the parent entry.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    if tmp.exists():  # left by a killed process that had this pid
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if fsync:
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    _fsync_file(f)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     if fsync:
         _fsync_dir(path.parent)

@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from array import array
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handflow.atomic import atomic_create, atomic_dir
 from handflow.constants import NUM_JOINTS, SIDES
 from handflow.data.ih_json import (
     AnnotationError,
@@ -269,10 +268,6 @@ def build_index(paths: dict[str, Path], out: Path) -> None:
             check_joint_list(v, paths["extra"], f"visibility of image {iid}")
             img["img_vis"][i] = [as_flag(x, paths["extra"], f"visibility of image {iid}") for x in v]
     hand_model = extra.get("hand_model") or (next(iter(models)) if models else None)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     arrays = dict(img)
     nb, arrays["img_name_off"] = _blob(names)
     sb, arrays["img_seq_off"] = _blob(seqs)
@@ -286,15 +281,13 @@ def build_index(paths: dict[str, Path], out: Path) -> None:
         cam_focal=np.asarray(cams["focal"], np.float64).reshape(-1, 2),
         cam_princpt=np.asarray(cams["pp"], np.float64).reshape(-1, 2),
     )
-    for k, a in arrays.items():
-        np.save(tmp / f"{k}.npy", a)
-    for name, blob in (("names.bin", nb), ("seqs.bin", sb), ("cams.bin", cb)):
-        (tmp / name).write_bytes(blob)
     manifest = {"version": INDEX_VERSION, "sources": _sources(paths), "hand_model": hand_model, "num_images": I, "num_frames": R}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
+    with atomic_dir(out) as tmp:
+        for k, a in arrays.items():
+            np.save(tmp / f"{k}.npy", a)
+        for name, blob in (("names.bin", nb), ("seqs.bin", sb), ("cams.bin", cb)):
+            (tmp / name).write_bytes(blob)
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
 
 
 class SplitIndex:
@@ -367,17 +360,11 @@ class SplitIndex:
         path = self.folder / f"vis_{key}.npy"
         try:
             if not path.exists():
-                tmp = self.folder / f".tmp-vis_{key}-{os.getpid()}.npy"
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(self), NUM_JOINTS))
-                arr[:] = -1
-                arr.flush()
-                del arr
-                try:
-                    os.link(tmp, path)  # atomic create-if-absent: never clobbers another process's file
-                except FileExistsError:
-                    pass
-                finally:
-                    tmp.unlink()
+                with atomic_create(path) as tmp:  # create-if-absent: never clobbers another process's file
+                    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(self), NUM_JOINTS))
+                    arr[:] = -1
+                    arr.flush()
+                    del arr
             return np.lib.format.open_memmap(path, mode="r+")
         except OSError as e:
             log.warning("cannot write the visibility cache %s (%s): keeping it in memory", path, e)

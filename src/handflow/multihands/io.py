@@ -33,15 +33,13 @@ folder gives crash safety without a database.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from handflow.atomic import write_json
+from handflow.atomic import atomic_dir, write_json
 
 __all__ = ["MultiHandsRecord", "MultiHandsIndex", "write_part", "load", "part_name", "read_part_meta", "write_json_atomic",
            "FORMAT_VERSION"]
@@ -100,27 +98,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def write_part(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
-    """Atomically write one part folder (write to ``.tmp-*``, fsync, rename)."""
+    """Atomically write one part folder (:func:`handflow.atomic.atomic_dir`: a temporary folder, fsync, rename)."""
     folder = Path(folder)
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
         raise ValueError(f"write_part: missing arrays {missing}")
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for k in _ARRAYS:
-        with open(tmp / f"{k}.npy", "wb") as f:
-            np.save(f, arrays[k])
-            f.flush()
-            os.fsync(f.fileno())
-    with open(tmp / "meta.json", "w") as f:
-        json.dump({"format_version": FORMAT_VERSION, **meta}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.rename(tmp, folder)
+    with atomic_dir(folder, fsync=True) as tmp:
+        for k in _ARRAYS:
+            np.save(tmp / f"{k}.npy", arrays[k])
+        (tmp / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=1))
     return folder
 
 
