@@ -113,7 +113,9 @@ def read_results(folder: str | Path) -> ResultsTable:
     if not (folder / "results.csv").is_file():
         raise MissingFileError(f"no results table {folder / 'results.csv'}: run `handflow report --render` first")
     rows: dict[tuple[str, int], dict[str, tuple[list[str], list[str]]]] = {}
-    key, ids, vals = None, [], []
+    key: tuple[str, str, str] | None = None
+    ids: list[str] = []
+    vals: list[str] = []
     with open(folder / "results.csv", newline="") as fh:
         r = csv.reader(fh)
         if next(r, None) != list(HEADER):
@@ -153,8 +155,9 @@ def write_results(folder: Path, rows: list[tuple[str, int, int, str, float]], im
         import pyarrow.parquet as pq
     except ImportError:
         return
-    cols = list(zip(*rows)) if rows else [[]] * 5
-    pq.write_table(pa.table({k: list(c) for k, c in zip(HEADER, cols)}), folder / "results.parquet")
+    cols: list[list[Any]] = [list(c) for c in zip(*rows)] if rows else [[] for _ in HEADER]
+    cols[1:3] = [[None if x == NONE else x for x in c] for c in cols[1:3]]  # empty seed / image_id: null
+    pq.write_table(pa.table(dict(zip(HEADER, cols))), folder / "results.parquet")
 
 
 # ---------------------------------------------------------------------------- gathering

@@ -94,6 +94,11 @@ def training_done(ckpt: Path, steps: int, minutes: float | None) -> bool:
 
 
 # ---------------------------------------------------------------------------- commands
+def _command(*args: object) -> list[str]:
+    """``python -m handflow ARGS`` (numbers and paths as text)."""
+    return handflow_command(*(str(a) for a in args))
+
+
 def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -126,7 +131,7 @@ def synth_stages(plan: ReportPlan) -> list[Stage]:
     out = []
     for i in range(n):
         shard = ["--shard", f"{i}/{n}"] if n > 1 else []
-        argv = handflow_command("synth", "--out", plan.data, *synth_settings(plan), *shard, "--workers", _cores(),
+        argv = _command("synth", "--out", plan.data, *synth_settings(plan), *shard, "--workers", _cores(),
                                 "--no-progress")
         out.append(Stage("data", "synth" + (f" {i}/{n}" if n > 1 else ""), argv, (), (plan.data,),
                          _log(plan, "synth" + (f"-{i}" if n > 1 else "")), done, shard=(i, n) if n > 1 else None))
@@ -144,7 +149,7 @@ def multihands_stages(plan: ReportPlan) -> list[Stage]:
             continue
         done = partial(_complete, plan.mh / split / "summary.json")
         for i in range(plan.mh_shards):
-            argv = handflow_command("multihands", "--data", plan.data, "--split", split, "--out", plan.mh, *opts,
+            argv = _command("multihands", "--data", plan.data, "--split", split, "--out", plan.mh, *opts,
                                     "--image-size", plan.image_size, "--seed", plan.data_seed, "--device", plan.device,
                                     "--shard", f"{i}/{plan.mh_shards}", "--batch-images", 128, "--no-progress")
             out.append(Stage("multihands", f"multihands {split} {i}/{plan.mh_shards}", argv, (plan.data,), (plan.mh / split,),
@@ -175,7 +180,7 @@ def backbone_stage(plan: ReportPlan) -> Stage:
     threads = 1 if plan.device.startswith("cuda") else _cores()
     over = _train_overrides(plan, plan.backbone_steps, plan.backbone_minutes, plan.workers, threads,
                             val_every=min(max(500, plan.backbone_steps // 8), plan.backbone_steps))
-    argv = handflow_command("train", "--config", plan.preset, "--model", plan.backbone_kind, "--data", plan.data,
+    argv = _command("train", "--config", plan.preset, "--model", plan.backbone_kind, "--data", plan.data,
                             "--out", plan.backbone_ckpt.parents[1], "--resume", "auto", *over, *plan.extra_overrides)
     return Stage("backbone", "train backbone", argv, (plan.data,), (plan.backbone_ckpt,), _log(plan, "train-backbone"),
                  lambda: _features_done(plan) or training_done(plan.backbone_ckpt, plan.backbone_steps, plan.backbone_minutes),
@@ -183,7 +188,7 @@ def backbone_stage(plan: ReportPlan) -> Stage:
 
 
 def features_stage(plan: ReportPlan) -> Stage:
-    argv = handflow_command("features", "--checkpoint", plan.backbone_ckpt, "--data", plan.data, "--out", plan.features,
+    argv = _command("features", "--checkpoint", plan.backbone_ckpt, "--data", plan.data, "--out", plan.features,
                             "--device", plan.device, "--workers", plan.workers, "--no-progress")
     return Stage("features", "features", argv, (plan.backbone_ckpt, plan.data), (plan.features,), _log(plan, "features"),
                  lambda: _features_done(plan), threads=_cores())
@@ -207,7 +212,7 @@ def train_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
         over.append(f"data.multihands={plan.mh}")
         inputs += (plan.mh / "train",)
     over += [*spec.overrides, *plan.extra_overrides]
-    argv = handflow_command("train", "--config", plan.preset, "--model", spec.kind, "--data", plan.data, "--out", out,
+    argv = _command("train", "--config", plan.preset, "--model", spec.kind, "--data", plan.data, "--out", out,
                             "--resume", "auto", *over)
     ckpt = out / "checkpoints" / "last.ckpt"
     return Stage("train", f"train {name} s{seed}", argv, inputs, (ckpt,), _log(plan, f"train-{name}-s{seed}"),
@@ -216,7 +221,7 @@ def train_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
 
 def eval_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
     ckpt, out = plan.run_dir(name, seed) / "checkpoints" / "last.ckpt", plan.eval_dir(name, seed)
-    argv = handflow_command("evaluate", "--checkpoint", ckpt, "--data", plan.data, "--multihands", plan.mh, "--split", "test",
+    argv = _command("evaluate", "--checkpoint", ckpt, "--data", plan.data, "--multihands", plan.mh, "--split", "test",
                             "--samples", plan.samples, "--out", out, "--device", plan.device, "--batch-size", 64)
     return Stage("evaluate", f"evaluate {name} s{seed}", argv, (ckpt, plan.data, plan.mh / "test"),
                  (out / "per_image.npz", out / "summary.json"), _log(plan, f"eval-{name}-s{seed}"),
