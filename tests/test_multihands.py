@@ -17,6 +17,7 @@ import torch
 from conftest import random_rotmats
 
 from handflow.constants import IH_TIPS, NUM_HAND_JOINTS, NUM_JOINTS, SIDES
+from handflow.errors import SettingsMismatch
 from handflow.geometry.camera import project
 from handflow.hand.collision import collide
 from handflow.hand.registry import load_hand_model
@@ -329,10 +330,18 @@ def test_resume_after_kill(run, items, model, tmp_path, monkeypatch) -> None:
     a, b = mh_io.load(out, "test"), mh_io.load(tmp_path, "test")
     for k in a:
         np.testing.assert_array_equal(a[k].params, b[k].params)
-    # other settings in the same folder: refused, not mixed
-    with pytest.raises(ValueError, match="other settings"):
-        generate(tmp_path, "test", GenerateConfig(**{**CFG, "rounds": 2}), targets, model=model,
-                 visibility=batch_visibility(), progress=False)
+    # other settings in the same folder: refused in one line naming the part, the setting, both
+    # fingerprints and the fix; not mixed
+    other = GenerateConfig(**{**CFG, "rounds": 2})
+    with pytest.raises(SettingsMismatch) as e:
+        generate(tmp_path, "test", other, targets, model=model, visibility=batch_visibility(), progress=False)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+    assert str(e.value) == (f"{tmp_path / 'test' / mh_io.part_name(0)} was written with rounds={CFG['rounds']}, "
+                            f"fingerprint={cfg.fingerprint()} (now 2, {other.fingerprint()}): use another --out or delete it")
+    # the same settings for another number of images (the split changed): refused too
+    with pytest.raises(SettingsMismatch, match=r"part-00000 was written with num_images=\d+ \(now 3\)"):
+        generate(tmp_path, "test", cfg, targets.index(slice(0, 3)), model=model, visibility=batch_visibility(),
+                 progress=False)
 
 
 # ----------------------------------------------------------------------------- training wrapper

@@ -209,13 +209,25 @@ def test_one_parse_shard() -> None:
 
 def test_stored_settings_are_checked_by_one_helper(tmp_path) -> None:
     from handflow.errors import SettingsMismatch
-    from handflow.fingerprint import check_or_record, check_stored, stored_settings
+    from handflow.fingerprint import check_or_record, check_stored, matches_stored, settings_fingerprint, stored_settings
 
     s = settings_of(SynthConfig(frames=10))
+    s11, fp, fp11 = {**s, "frames": 11}, settings_fingerprint(s), settings_fingerprint({**s, "frames": 11})
     assert check_stored(None, s, what="part 3", fix="use another --out") is False
     assert check_stored(stored_settings(s), s, what="part 3", fix="use another --out") is True
-    with pytest.raises(SettingsMismatch, match=r"^part 3 was written with frames=10 \(now 11\): use another --out$"):
-        check_stored(stored_settings(s), {**s, "frames": 11}, what="part 3", fix="use another --out")
+    with pytest.raises(SettingsMismatch, match=rf"^part 3 was written with frames=10, fingerprint={fp} \(now 11, {fp11}\): "
+                                               r"use another --out$"):
+        check_stored(stored_settings(s), s11, what="part 3", fix="use another --out")
+    with pytest.raises(SettingsMismatch, match=rf"^part 3 was written with fingerprint={fp} \(now {fp11}\): f$"):
+        check_stored({"fingerprint": fp}, s11, what="part 3", fix="f")  # the settings themselves not stored
+    # facts of the input that must hold too (MultiHands: the split's number of images)
+    meta = {**stored_settings(s), "num_images": 8}
+    assert check_stored(meta, s, what="part 3", fix="f", expected={"num_images": 8}) is True
+    with pytest.raises(SettingsMismatch, match=r"^part 3 was written with num_images=8 \(now 9\): f$"):
+        check_stored(meta, s, what="part 3", fix="f", expected={"num_images": 9})
+    # without raising; metadata of before fingerprints match on their settings
+    assert matches_stored(stored_settings(s), s) and not matches_stored(stored_settings(s), s11)
+    assert not matches_stored(None, s) and matches_stored({"config": s}, s) and not matches_stored({"config": s}, s11)
     rec = tmp_path / ".settings.json"
     assert check_or_record(rec, s, what="out", fix="f", record=False) is False and not rec.exists()
     assert check_or_record(rec, s, what="out", fix="f") is False and rec.exists()

@@ -120,6 +120,31 @@ def test_merge_refuses_other_settings(tmp_path, backends):
         gen.merge(root, 1, _cfg(cameras=3))
 
 
+def test_shard_parts_are_checked_by_the_shared_helper(tmp_path):
+    """A shard part stores ``stored_settings`` of the config; a part of those settings is done
+    (also one written before parts had a fingerprint), another is redone by its shard and
+    refused by the merge, naming the part, the setting and both fingerprints."""
+    from handflow.fingerprint import settings_fingerprint, stored_settings
+
+    cfg, other = _cfg().to_json(), _cfg(seed=5).to_json()
+    empty = {"images": [], "annotations": [], "camera": {}, "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
+    part = {**gen._empty_part(_cfg(), (0, 1)), **empty}
+    assert list(part)[:3] == ["config", "fingerprint", "shard"] and part["config"] == cfg  # the bytes of before
+    assert {k: part[k] for k in ("config", "fingerprint")} == stored_settings(cfg)
+    W.write_shard(tmp_path, "train", 0, 1, part)
+    assert W.shard_done(tmp_path, ["train"], 0, 1, cfg) and not W.shard_done(tmp_path, ["train"], 0, 1, other)
+    assert W.merge_shards(tmp_path, "train", 1, cfg) == {}
+    with pytest.raises(SettingsMismatch) as e:
+        W.merge_shards(tmp_path, "train", 1, other)
+    assert str(e.value) == (f"{W.shard_path(tmp_path, 'train', 0, 1)} was written with seed=1, fingerprint="
+                            f"{settings_fingerprint(cfg)} (now 5, {settings_fingerprint(other)}): delete it and rerun its shard")
+    old = {k: v for k, v in part.items() if k != "fingerprint"}  # a part written before parts had a fingerprint
+    W.write_shard(tmp_path, "train", 0, 1, old)
+    assert W.shard_done(tmp_path, ["train"], 0, 1, cfg) and W.merge_shards(tmp_path, "train", 1, cfg) == {}
+    with pytest.raises(SettingsMismatch, match=r"written with seed=1, fingerprint=unset \(now 5, "):
+        W.merge_shards(tmp_path, "train", 1, other)
+
+
 # ----------------------------------------------------------------------------- (c), (g): overwrite
 def test_finished_dataset_other_frames_refused_then_overwrite_leaves_only_new_files(tmp_path, backends):
     root = tmp_path / "synth"

@@ -43,6 +43,7 @@ __all__ = [
     "record_settings",
     "check_or_record",
     "check_stored",
+    "matches_stored",
     "stored_settings",
     "remove_outputs",
 ]
@@ -186,25 +187,42 @@ def check_or_record(path: Path, settings: Mapping[str, Any], *, what: str, fix: 
     return existed
 
 
-def check_stored(meta: Mapping[str, Any] | None, settings: Mapping[str, Any], *, what: str, fix: str) -> bool:
+def matches_stored(meta: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> bool:
+    """``True`` if ``meta`` (an output's own metadata, :func:`stored_settings`) records
+    ``settings``: its fingerprint is theirs, or, in metadata written without a fingerprint, its
+    ``config`` equals them. ``False`` for no ``meta`` and for other settings."""
+    if meta is None:
+        return False
+    if meta.get("fingerprint") is not None:
+        return meta["fingerprint"] == settings_fingerprint(settings)
+    return meta.get("config") == dict(settings)
+
+
+def check_stored(meta: Mapping[str, Any] | None, settings: Mapping[str, Any], *, what: str, fix: str,
+                 expected: Mapping[str, Any] | None = None) -> bool:
     """The settings an output stores in its own metadata (a part, a shard file): ``True`` if
     ``meta`` records ``settings`` (done: skip it), ``False`` if there is no ``meta`` (to do).
 
     ``meta`` holds ``{"config": settings, "fingerprint": ...}`` as :func:`stored_settings`
-    writes it.
+    writes it (:func:`matches_stored`). ``expected``: other entries of ``meta`` that must hold
+    these values for the output to count as done (e.g. ``{"num_images": 512}``, a fact of
+    the input rather than a setting).
 
     Raises:
-        SettingsMismatch: ``meta`` records other settings (naming them, when it stores them).
+        SettingsMismatch: ``meta`` records other settings (naming them, when it stores them,
+            and the two fingerprints) or other ``expected`` values.
     """
     if meta is None:
         return False
-    if meta.get("fingerprint") == settings_fingerprint(settings):
-        return True
-    old = meta.get("config")
-    if isinstance(old, Mapping) and settings_diff(old, settings):
-        raise SettingsMismatch(mismatch_message(what, settings_diff(old, settings), fix))
-    raise SettingsMismatch(f"{what} was written with other settings (fingerprint {meta.get('fingerprint')}, now "
-                           f"{settings_fingerprint(settings)}): {fix}")
+    diff: dict[str, tuple[Any, Any]] = {}
+    if not matches_stored(meta, settings):
+        old = meta.get("config")
+        diff.update(settings_diff(old, settings) if isinstance(old, Mapping) else {})
+        diff["fingerprint"] = (meta.get("fingerprint", _UNSET), settings_fingerprint(settings))
+    diff.update({k: (meta.get(k, _UNSET), v) for k, v in (expected or {}).items() if meta.get(k, _UNSET) != v})
+    if diff:
+        raise SettingsMismatch(mismatch_message(what, diff, fix))
+    return True
 
 
 def stored_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from handflow.config.settings import fingerprint, parse_shard, to_dict  # parse_shard: re-exported
 from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.fingerprint import check_stored, matches_stored, stored_settings
 from handflow.geometry.camera import project
 from handflow.multihands.checks import default_pixel_threshold, prior_threshold
 from handflow.multihands.engine import (
@@ -42,7 +43,11 @@ __all__ = [
     "default_visibility",
     "generate",
     "parse_shard",
+    "PART_FIX",
 ]
+
+#: the fix named when a finished part was made with other settings
+PART_FIX = "use another --out or delete it"
 
 
 @dataclass
@@ -305,7 +310,9 @@ def generate(
         ``{"written": [...], "skipped": [...], "complete": bool, "meta": split meta}``.
 
     Raises:
-        ValueError: a finished part in ``out`` was made with other settings (use a new ``--out``).
+        SettingsMismatch: a finished part in ``out`` was made with other settings or for another
+            number of images (a ``ValueError``): one line naming the part, the settings that differ,
+            both fingerprints and :data:`PART_FIX`.
     """
     from tqdm import tqdm
 
@@ -328,22 +335,17 @@ def generate(
     n_parts = math.ceil(len(targets) / cfg.part_size)
     mine = [c for c in range(n_parts) if c % n_shards == i_shard]
     common = {"split": split, "image_size": cfg.image_size, "hand_model": getattr(model, "name", cfg.hand_model),
-              "seed": cfg.seed, "config": cfg.to_json(), "fingerprint": cfg.fingerprint(),
+              "seed": cfg.seed, **stored_settings(cfg.to_json()),  # {"config", "fingerprint"}: the resume check
               "thresholds": {"pixel": cfg.threshold_px, "pixel_fraction_of_crop": cfg.threshold_px / cfg.image_size,
                              "prior_log_prob": thresholds, "prior_quantile": cfg.prior_quantile,
                              "collision": "handflow.hand.collision.collide (1-sigma Gaussian proxy spheres)",
                              "shape_abs_beta": ecfg.shape_bound, "reference_2d": ecfg.reference_2d},
               "num_parts": n_parts, "num_images": len(targets)}
     todo, skipped = [], []
-    for c in mine:
-        meta = read_part_meta(folder / part_name(c))
-        if meta is None:
-            todo.append(c)
-        elif meta.get("fingerprint") != common["fingerprint"] or meta.get("num_images") != len(targets):
-            raise ValueError(f"{folder / part_name(c)} was made with other settings (fingerprint "
-                             f"{meta.get('fingerprint')} != {common['fingerprint']}); use another --out or delete it")
-        else:
-            skipped.append(c)
+    for c in mine:  # a finished part of these settings (and this split's size) is skipped, another refused
+        done = check_stored(read_part_meta(folder / part_name(c)), common["config"], what=str(folder / part_name(c)),
+                            fix=PART_FIX, expected={"num_images": len(targets)})
+        (skipped if done else todo).append(c)
     total = sum(min(cfg.part_size, len(targets) - c * cfg.part_size) for c in todo)
     bar = tqdm(total=total, desc=f"multihands {split} shard {i_shard}/{n_shards}", unit="img", disable=not progress)
     written = []
@@ -375,7 +377,7 @@ def _write_split_meta(folder: Path, common: dict[str, Any]) -> dict[str, Any]:
     done = []
     for c in range(common["num_parts"]):
         m = read_part_meta(folder / part_name(c))
-        if m is not None and m.get("fingerprint") == common["fingerprint"]:
+        if matches_stored(m, common["config"]):  # another shard's part of other settings is not counted
             stats.add(CriterionStats.from_json(m["stats"]))
             done.append(c)
     meta = {**common, "parts_done": len(done), "complete": len(done) == common["num_parts"],

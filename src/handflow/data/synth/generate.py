@@ -155,7 +155,7 @@ def default_backends(hand_model: str = "openhand", mano_path: str | None = None)
     from handflow.render.shading import random_light, random_skin_tone
     from handflow.render.visibility import joint_visibility
 
-    def make_mesh(vertices, faces, color, part_labels, hand_id):
+    def make_mesh(vertices: Any, faces: Any, color: Any, part_labels: Any, hand_id: Any) -> Mesh:
         return Mesh(vertices=vertices, faces=faces, color=color, part_labels=part_labels, hand_id=hand_id)
 
     model = load_hand_model(hand_model, path=mano_path)
@@ -170,10 +170,9 @@ _WORKER: dict[str, Any] = {}
 def _empty_part(config: SynthConfig, shard: tuple[int, int]) -> dict[str, Any]:
     """A shard's partial results of one split, before any sequence: the settings, their
     fingerprint and the shard ``[i, n]`` (resume checks), then the empty lists and maps."""
-    from handflow.fingerprint import settings_fingerprint
+    from handflow.fingerprint import stored_settings
 
-    cfg = config.to_json()
-    return {"config": cfg, "fingerprint": settings_fingerprint(cfg), "shard": list(shard), "images": [], "annotations": [],
+    return {**stored_settings(config.to_json()), "shard": list(shard), "images": [], "annotations": [],
             "camera": {}, "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from handflow.atomic import write_bytes
 from handflow.constants import IH42_JOINT_NAMES, IH42_PARENTS, NUM_JOINTS
+from handflow.fingerprint import check_stored, matches_stored
 
 __all__ = [
     "atomic_write_bytes",
@@ -139,13 +140,15 @@ def write_shard(root: Path, split: str, index: int, count: int, part: dict[str, 
 
 
 def shard_done(root: Path, splits: list[str], index: int, count: int, config: dict[str, Any]) -> bool:
-    """True when shard ``index`` wrote its file for every split with the same ``config``."""
+    """True when shard ``index`` wrote its file for every split with the same ``config``
+    (:func:`handflow.fingerprint.matches_stored`); a missing or unreadable file, or one of other
+    settings, is not done (the shard writes it again)."""
     for split in splits:
         p = shard_path(root, split, index, count)
         if not p.is_file():
             return False
         try:
-            if read_json(p).get("config") != config:
+            if not matches_stored(read_json(p), config):
                 return False
         except ValueError:
             return False
@@ -162,7 +165,8 @@ def merge_shards(root: Path, split: str, count: int, config: dict[str, Any]) -> 
 
     Raises:
         FileNotFoundError: if a shard file is missing.
-        ValueError: if shards were produced with different settings.
+        SettingsMismatch: a shard file was written with other settings than ``config`` (a
+            ``ValueError``; :func:`handflow.fingerprint.check_stored`).
     """
     images: list[dict] = []
     annots: list[dict] = []
@@ -174,8 +178,7 @@ def merge_shards(root: Path, split: str, count: int, config: dict[str, Any]) -> 
     for i in range(count):
         p = shard_path(root, split, i, count)
         part = read_json(p)
-        if part.get("config") != config:
-            raise ValueError(f"{p} was written with other settings {part.get('config')} != {config}; delete it")
+        check_stored(part, config, what=str(p), fix="delete it and rerun its shard")
         images += part["images"]
         annots += part["annotations"]
         for cap, cams in part["camera"].items():
