@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from handflow.data.interhand import InterHandDataset
+from handflow.data.multihands_targets import BatchedAttach, MultiHandsDataset, attach_multihands
 from handflow.data.targets import TargetsDataset, collate_batched
 from handflow.multihands import io as mh_io
-from handflow.multihands.dataset import BatchedAttach, MultiHandsDataset, attach_multihands
 
 SIZE = 64
 #: float64 geometry on both paths, float32 outputs

@@ -17,7 +17,8 @@ from handflow.constants import HAND_PARAM_DIM, NUM_BETAS, NUM_ROT, PARAM_DIM, RO
 from handflow.geometry.root import root_to_uvs, uvs_to_root
 from handflow.geometry.rotations import matrix_to_rot6d, rot6d_to_matrix
 
-__all__ = ["HandParams", "pack_hand", "unpack_hand", "pack", "unpack", "ParamNormalizer", "SCALAR_SLICE"]
+__all__ = ["HandParams", "pack_hand", "unpack_hand", "pack", "unpack", "ParamNormalizer", "SCALAR_SLICE", "TwoHandState",
+           "state_from_params", "params_from_state"]
 
 #: within one hand's 109 numbers: rot6d, betas, root (u, v, log_s)
 ROT6D_SLICE = slice(0, ROT6D_DIM)
@@ -119,3 +120,50 @@ class ParamNormalizer(nn.Module):
     def denormalize(self, y: Tensor) -> Tensor:
         """(*, 218) standardized -> physical."""
         return y * self.std + self.mean
+
+
+# ----------------------------------------------------------------------------- batched two-hand state
+@dataclass
+class TwoHandState:
+    """Batched two-hand parameters (index 0 right, 1 left along the hand axis).
+
+    Attributes:
+        rotmats: (P, 2, 16, 3, 3).
+        betas: (P, 2, 10).
+        root: (P, 2, 3) camera-frame wrist, mm.
+    """
+
+    rotmats: Tensor
+    betas: Tensor
+    root: Tensor
+
+    def __len__(self) -> int:
+        return int(self.rotmats.shape[0])
+
+    def index(self, idx: Tensor) -> TwoHandState:
+        """Select proposals by an index or boolean mask over ``P``."""
+        return TwoHandState(self.rotmats[idx], self.betas[idx], self.root[idx])
+
+    @staticmethod
+    def cat(states: list[TwoHandState]) -> TwoHandState:
+        return TwoHandState(
+            torch.cat([s.rotmats for s in states]),
+            torch.cat([s.betas for s in states]),
+            torch.cat([s.root for s in states]),
+        )
+
+
+def state_from_params(params: Tensor, K: Tensor, size: int) -> TwoHandState:
+    """(P, 218) parameters and (P, 3, 3) crop intrinsics -> :class:`TwoHandState` (same dtype)."""
+    hp = unpack(params, K, size)
+    return TwoHandState(
+        torch.stack([hp[s].rotmats for s in SIDES], 1),
+        torch.stack([hp[s].betas for s in SIDES], 1),
+        torch.stack([hp[s].root for s in SIDES], 1),
+    )
+
+
+def params_from_state(state: TwoHandState, K: Tensor, size: int) -> Tensor:
+    """Inverse of :func:`state_from_params`: (P, 218)."""
+    hands = [pack_hand(state.rotmats[:, h], state.betas[:, h], state.root[:, h], K, size) for h in range(2)]
+    return pack(*hands)

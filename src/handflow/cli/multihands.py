@@ -96,7 +96,7 @@ def show(
     """Figure: all annotations of one image projected into it, and from two novel views."""
     import torch
 
-    from handflow.multihands.io import load
+    from handflow.data.multihands_io import load
     from handflow.multihands.show import plot_multihands
 
     records = load(multihands, split)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from handflow.data.interhand import InterHandDataset
+from handflow.data.multihands_targets import MultiHandsDataset
 
 __all__ = ["InterHandDataModule", "EpochShuffleSampler", "worker_init"]
 
@@ -118,8 +119,6 @@ class InterHandDataModule(pl.LightningDataModule):
 
                 ds = TargetsDataset(ds, augment=self.augment and split == "train", seed=self.seed)
             if self.wants_multihands(split):
-                from handflow.multihands.dataset import MultiHandsDataset
-
                 ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max, image_size=self.size)
             if cached:
                 from handflow.data.features import FeatureDataset, load_split_features

@@ -140,7 +140,7 @@ class FeatureDataset(Dataset):
 
     Args:
         base: an :class:`~handflow.data.InterHandDataset` (optionally wrapped, e.g. by
-            :class:`~handflow.multihands.dataset.MultiHandsDataset`) over the cached split.
+            :class:`~handflow.data.multihands_targets.MultiHandsDataset`) over the cached split.
         features: (N, C) cached features in dataset order.
         image_ids: (N,) their image ids, checked against the dataset's.
     """

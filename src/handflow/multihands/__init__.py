@@ -7,6 +7,6 @@
 (skipped as doctests: they read a folder written by ``handflow multihands``)
 """
 
-from handflow.multihands.io import MultiHandsIndex, MultiHandsRecord, load
+from handflow.data.multihands_io import MultiHandsIndex, MultiHandsRecord, load
 
 __all__ = ["MultiHandsIndex", "MultiHandsRecord", "load"]

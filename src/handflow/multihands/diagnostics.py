@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from handflow.data.multihands_io import MultiHandsRecord
 from handflow.geometry.camera import project
 from handflow.metrics import sample_spread
-from handflow.multihands.io import MultiHandsRecord
 
 __all__ = ["image_diagnostics", "summarize", "format_summary", "ALIGNMENT_ORDER"]
 

@@ -36,7 +36,7 @@ from handflow.multihands.checks import (
 )
 from handflow.multihands.perturb import PerturbConfig, TwoHandState, free_joint_mask, perturb, scale_direction
 from handflow.multihands.posing import joints_two_hands, pose_joints, pose_two_hands
-from handflow.params import pack, pack_hand, unpack
+from handflow.params import params_from_state, state_from_params  # re-exported: they moved down to params
 
 __all__ = [
     "own_occlusion",
@@ -195,22 +195,6 @@ class BatchResult:
 
     params: Tensor
     joints: Tensor
-
-
-def state_from_params(params: Tensor, K: Tensor, size: int) -> TwoHandState:
-    """(P, 218) parameters and (P, 3, 3) crop intrinsics -> :class:`TwoHandState` (same dtype)."""
-    hp = unpack(params, K, size)
-    return TwoHandState(
-        torch.stack([hp[s].rotmats for s in SIDES], 1),
-        torch.stack([hp[s].betas for s in SIDES], 1),
-        torch.stack([hp[s].root for s in SIDES], 1),
-    )
-
-
-def params_from_state(state: TwoHandState, K: Tensor, size: int) -> Tensor:
-    """Inverse of :func:`state_from_params`: (P, 218)."""
-    hands = [pack_hand(state.rotmats[:, h], state.betas[:, h], state.root[:, h], K, size) for h in range(2)]
-    return pack(*hands)
 
 
 @dataclass

@@ -38,40 +38,11 @@ from torch import Tensor
 
 from handflow.constants import IH_PARENTS, MANO_TO_IH, NUM_BETAS, NUM_HAND_JOINTS, NUM_MANO_JOINTS, SIDES
 from handflow.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from handflow.params import TwoHandState  # the batched state lives with the parameter vector (re-exported)
 
 __all__ = ["TwoHandState", "PerturbConfig", "perturb", "free_joint_mask", "moved_joints", "scale_direction"]
 
 NUM_FINGER_JOINTS = NUM_MANO_JOINTS - 1
-
-
-@dataclass
-class TwoHandState:
-    """Batched two-hand parameters (index 0 right, 1 left along the hand axis).
-
-    Attributes:
-        rotmats: (P, 2, 16, 3, 3).
-        betas: (P, 2, 10).
-        root: (P, 2, 3) camera-frame wrist, mm.
-    """
-
-    rotmats: Tensor
-    betas: Tensor
-    root: Tensor
-
-    def __len__(self) -> int:
-        return int(self.rotmats.shape[0])
-
-    def index(self, idx: Tensor) -> TwoHandState:
-        """Select proposals by an index or boolean mask over ``P``."""
-        return TwoHandState(self.rotmats[idx], self.betas[idx], self.root[idx])
-
-    @staticmethod
-    def cat(states: list[TwoHandState]) -> TwoHandState:
-        return TwoHandState(
-            torch.cat([s.rotmats for s in states]),
-            torch.cat([s.betas for s in states]),
-            torch.cat([s.root for s in states]),
-        )
 
 
 @dataclass
