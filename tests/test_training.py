@@ -229,3 +229,30 @@ def test_progress_bar_names_the_last_epoch_only_when_epochs_bound_the_run(tmp_pa
     cfg = load_config("cpu", [f"train.out_dir={tmp_path}", "train.max_steps=10"])
     assert sum(isinstance(c, ProgressBar) for c in _trainer(cfg, tmp_path, logger=False).callbacks) == 1
     assert not any(isinstance(c, ProgressBar) for c in _trainer(cfg, tmp_path, enable_progress_bar=False, logger=False).callbacks)
+
+
+def test_resume_check_refuses_another_architecture_and_warns_for_other_losses(tmp_path, caplog) -> None:
+    """check_compatible's policy (issue #19: the comparison is the shared settings_diff): the
+    architecture must match (every differing key named), other loss settings resume with a
+    warning naming them, train.* settings may change silently."""
+    from handflow.config import to_dict
+    from handflow.training.runner import RESUME_FIX, check_compatible
+
+    cfg = load_config("cpu")
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "optimizer_states": [{}], "hyper_parameters": {"config": to_dict(cfg)}}, path)
+    with caplog.at_level("WARNING", logger="handflow.training.runner"):
+        check_compatible(path, cfg)  # the same settings: resumes silently
+        check_compatible(path, load_config("cpu", ["train.max_steps=7", "train.lr=0.5"]))
+    assert not caplog.text
+    with caplog.at_level("WARNING", logger="handflow.training.runner"):
+        check_compatible(path, load_config("cpu", ["loss.w_det=0"]))
+    assert "other loss settings" in caplog.text and f"loss.w_det={cfg.loss.w_det} (now 0.0)" in caplog.text
+    other = load_config("cpu", ["model.backbone=resnet34", "data.image_size=96", f"model.flow_steps={cfg.model.flow_steps + 1}"])
+    with pytest.raises(CheckpointMismatch) as e:
+        check_compatible(path, other)
+    m, d = cfg.model, cfg.data
+    assert str(e.value) == (f"{path} was written with model.backbone={m.backbone}, data.image_size={d.image_size}, "
+                            f"model.flow_steps={m.flow_steps} (now resnet34, 96, {m.flow_steps + 1}): {RESUME_FIX}")
+    with pytest.raises(CheckpointMismatch, match=r"was written with model\.kind=flow \(now cvae\): use a matching config"):
+        check_compatible(path, load_config("cpu", ["model.kind=cvae"]))  # another kind: its own fields are not compared

@@ -5,7 +5,6 @@ its name: ``handflow.training.train`` is the function.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.atomic import atomic_path
-from handflow.config import Config, check_hardware
+from handflow.config import Config, check_hardware, to_dict
+from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.models import model_class
 from handflow.models.checkpoint import CheckpointMismatch, load_state, read_checkpoint, stored_config
 from handflow.safeio import load_torch_file
@@ -245,11 +245,34 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
+#: what a resumed run must share with its checkpoint (with the saved model kind's own
+#: architecture fields, ``model_class(kind).config_fields``): the network's shape and its inputs
+RESUME_KEYS = ("model.kind", "model.backbone", "data.hand_model", "data.image_size")
+#: the fix named when a checkpoint's architecture differs from the requested config's
+RESUME_FIX = "use a matching config (those values as overrides) or another output folder"
+
+
+def _flat(cfg: Config, section: str) -> dict[str, Any]:
+    """``{"section.key": value}`` of one section of ``cfg``, as stored in checkpoints."""
+    return {f"{section}.{k}": v for k, v in to_dict(getattr(cfg, section)).items()}
+
+
 def check_compatible(path: str | Path, cfg: Config) -> None:
-    """Raise :class:`CheckpointMismatch` when the checkpoint's model or hand model differ, or
-    when it cannot resume training (a weights-only ``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``).
+    """Check that training can resume from checkpoint ``path`` with ``cfg``.
+
+    The comparison is the shared one of every step's resume (:func:`handflow.fingerprint.settings_diff`,
+    messages by :func:`~handflow.fingerprint.mismatch_message`), but the policy is training's
+    own, not "any other setting is refused" (:func:`~handflow.fingerprint.check_or_record`):
+
+    * the architecture (:data:`RESUME_KEYS` and the saved kind's own fields, e.g. ``model.flow_steps``
+      or ``model.latent_dim``) must match: the weights would not fit; refused naming every key that differs;
+    * other ``loss.*`` settings are resumed with a warning naming them (a deliberate change of
+      weights, e.g. fine-tuning with ``loss.w_det=0``);
+    * the rest (``train.*``: steps, learning rate, devices; data paths, workers) may change freely.
 
     Raises:
+        CheckpointMismatch: another architecture, or a weights-only snapshot
+            (``stepNNNNNNN.ckpt``/``epochNNNN.ckpt``) that cannot resume training.
         MissingFileError, UnsafeFileError, CorruptFileError: see :func:`handflow.safeio.load_torch_file`.
     """
     ck = load_torch_file(path)
@@ -260,18 +283,15 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
                                  f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
     # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
     fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
-    for what, a, b in (("model kind", saved.model.kind, cfg.model.kind), ("backbone", saved.model.backbone, cfg.model.backbone),
-                       ("hand model", saved.data.hand_model, cfg.data.hand_model),
-                       ("image size", saved.data.image_size, cfg.data.image_size),
-                       *((f"model.{f}", getattr(saved.model, f), getattr(cfg.model, f)) for f in fields)):
-        if a != b:
-            raise CheckpointMismatch(f"{path} was trained with {what} {a!r}, the requested config has {b!r}; "
-                                     "use a matching config or another output folder")
-    changed = {f.name: (getattr(saved.loss, f.name), getattr(cfg.loss, f.name)) for f in dataclasses.fields(saved.loss)
-               if getattr(saved.loss, f.name) != getattr(cfg.loss, f.name)}
+    keys = (*RESUME_KEYS, *(f"model.{f}" for f in fields))
+    old, new = {**_flat(saved, "model"), **_flat(saved, "data")}, {**_flat(cfg, "model"), **_flat(cfg, "data")}
+    arch = settings_diff({k: old[k] for k in keys}, {k: new[k] for k in keys})
+    if arch:
+        raise CheckpointMismatch(mismatch_message(str(path), arch, RESUME_FIX))
+    changed = settings_diff(_flat(saved, "loss"), _flat(cfg, "loss"))
     if changed:  # allowed (a deliberate change of weights), but never silently
-        log.warning("resuming %s with other loss settings than it was trained with (saved -> now): %s; pass the saved values "
-                    "as loss.* overrides to continue it unchanged", path, changed)
+        log.warning("resuming with other loss settings than it was trained with: %s", mismatch_message(
+            str(path), changed, "pass the saved values as overrides to continue it unchanged"))
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_model: str | None = None) -> tuple[Any, Config]:
