@@ -305,6 +305,42 @@ def test_a_new_ablation_is_a_yaml_entry(tmp_path) -> None:
         load_experiment("nope")
 
 
+def test_experiment_files_are_checked_by_the_settings_schema(tmp_path) -> None:
+    """Keys and types of an experiment file through handflow.config: one-line InputErrors that
+    name the close keys; the packaged table reads as before."""
+    from handflow.errors import InputError
+    from handflow.pipeline.experiments import RunSpec, experiment_from_dict, load_experiment
+
+    run = {"kind": "flow"}
+    cases = [
+        ({"runs": {"flow": run}, "method": ["flow"]}, r"^experiment x: unknown key 'method' \(did you mean 'methods'\?\)"),
+        ({"runs": {"flow": {"kind": "flow", "overides": ["a=1"]}}},
+         r"^experiment x: run 'flow': unknown key 'overides' \(did you mean 'overrides'\?\); known in a run: \['kind'"),
+        ({"runs": {"flow": run}, "seeds": ["one"]}, r"^experiment x: seeds=\['one'\] is not a valid list\[int\]"),
+        ({"runs": {"flow": {"label": "F"}}}, r"^experiment x: run 'flow' needs at least 'kind'$"),
+        ({"runs": {}}, r"^experiment x: needs a 'runs' mapping"),
+        ([1], r"^experiment x: needs a 'runs' mapping"),
+        ({"runs": {"flow": run}, "detmag": "nope"}, r"^experiment x: detmag names 'nope', which is not one of its runs"),
+    ]
+    for d, message in cases:
+        with pytest.raises(InputError, match=message) as e:
+            experiment_from_dict("x", d)
+        assert "\n" not in str(e.value)
+    exp = experiment_from_dict("x", {"runs": {"flow": run, "f2": {"kind": "flow", "label": "F2", "overrides": ["loss.w_det=0"],
+                                                                  "multihands": False}}, "methods": ["flow"]})
+    assert exp.runs["flow"] == RunSpec("flow", "flow") and exp.runs["f2"] == RunSpec("flow", "F2", ("loss.w_det=0",), False)
+    assert exp.methods == ("flow",) and exp.ablations == () and exp.seeds == (0, 1) and exp.detmag is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: {flow: [\n")
+    with pytest.raises(InputError, match=r"^experiment .*bad.yaml: cannot parse"):
+        load_experiment(bad)
+    paper = load_experiment("paper")
+    assert list(paper.runs) == ["flow", "cvae", "gaussian", "mcdropout", "deterministic", "flow_no_multihands",
+                                "flow_no_detmag", "flow_no_theta", "flow_no_2d"]
+    assert paper.runs["flow_no_multihands"] == RunSpec("flow", "w/o MultiHands", (), False)
+    assert paper.single_annotation == "deterministic" and paper.seeds == (0, 1) and len(paper.ablations) == 5
+
+
 def test_jobs_run_in_parallel_and_failures_name_the_log(tmp_path) -> None:
     ok = [Job(f"ok{i}", [sys.executable, "-c", f"print({i})"], tmp_path / f"ok{i}.log") for i in range(3)]
     run_jobs(ok, parallel=2, progress=False)
@@ -396,17 +432,20 @@ def test_a_stopped_multihands_split_is_not_done(tmp_path) -> None:
     assert all(st.done() for st in test)
 
 
-def test_experiment_yaml_reads_the_same_without_omegaconf(monkeypatch) -> None:
-    """OmegaConf when installed, else PyYAML: the same table either way."""
+def test_experiment_yaml_reads_as_its_plain_data() -> None:
+    """The packaged file through the settings system (omegaconf is a core dependency, issue #19)
+    gives the table of its plain YAML data, in the file's order."""
+    from importlib import resources
+
+    import yaml
+
     from handflow.pipeline import experiments
 
-    pytest.importorskip("omegaconf")
     experiments._parse.cache_clear()
-    with_omegaconf = experiments.load_experiment("paper")
-    monkeypatch.setitem(sys.modules, "omegaconf", None)  # import fails: the PyYAML path
-    experiments._parse.cache_clear()
-    assert experiments.load_experiment("paper") == with_omegaconf
-    assert list(with_omegaconf.runs)[:2] == ["flow", "cvae"] and with_omegaconf.detmag == "flow_no_detmag"
+    exp = experiments.load_experiment("paper")
+    text = resources.files("handflow.configs").joinpath("experiments", "paper.yaml").read_text()
+    assert exp == experiments.experiment_from_dict("paper", yaml.safe_load(text))
+    assert list(exp.runs)[:2] == ["flow", "cvae"] and exp.detmag == "flow_no_detmag"
 
 
 def test_render_writes_nothing_into_the_work_folder(fake_bench, tmp_path, monkeypatch) -> None:

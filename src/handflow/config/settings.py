@@ -43,7 +43,7 @@ from handflow.errors import HandflowError
 from handflow.fingerprint import settings_fingerprint
 
 __all__ = [
-    "ConfigError", "build", "from_dict", "to_dict", "to_yaml", "from_yaml", "read_yaml", "parse_override",
+    "ConfigError", "build", "from_dict", "to_dict", "to_yaml", "from_yaml", "read_yaml", "parse_yaml", "parse_override",
     "settings_of", "fingerprint", "parse_shard", "schema_fields", "PRESET_PACKAGE",
 ]
 
@@ -258,10 +258,15 @@ def to_yaml(obj: Any) -> str:
 
 def from_yaml(text: str, cls: type[T], source: str = "YAML") -> T:
     """Inverse of :func:`to_yaml` (also any partial YAML of ``cls``)."""
-    return build(cls, [(_parse_yaml(text, source), source)])
+    return build(cls, [(parse_yaml(text, source), source)])
 
 
-def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML ``text`` (read from ``source``, named in errors) as plain data; ``{}`` if empty.
+
+    Raises:
+        ConfigError: the text does not parse (one line).
+    """
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -283,7 +288,7 @@ def read_yaml(source: str | Path, presets: Sequence[str] = (), package: str = PR
         if not p.is_file():
             raise FileNotFoundError(f"config {str(source)!r} is neither a preset {tuple(presets)} nor an existing YAML file")
         text, name = p.read_text(), str(p)
-    return _parse_yaml(text, name), name
+    return parse_yaml(text, name), name
 
 
 # --------------------------------------------------------------------------- records

@@ -9,8 +9,13 @@ entry (``configs/experiments/paper.yaml``):
 >>> exp.runs["flow_no_2d"].overrides, exp.methods[0], exp.seeds
 (('loss.w_2d=0',), 'flow', (0, 1))
 
-The file is read with OmegaConf when it is installed (the settings system of issue #19), else
-with PyYAML; both give the same plain data, which is validated here.
+The file is read and checked by the settings system (:mod:`handflow.config`, issue #19): its keys
+and each run's against the schemas below, an unknown key named with the close ones, in one line:
+
+>>> experiment_from_dict("x", {"runs": {"flow": {"kind": "flow", "lable": "F"}}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+handflow.errors.InputError: experiment x: run 'flow': unknown key 'lable' (did you mean 'label'?); known in a run: [...]
 """
 
 from __future__ import annotations
@@ -21,13 +26,36 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from handflow.config.settings import ConfigError, build, parse_yaml
 from handflow.errors import InputError
 
-__all__ = ["RunSpec", "Experiment", "load_experiment", "DEFAULT_EXPERIMENT"]
+__all__ = ["RunSpec", "Experiment", "RunSchema", "ExperimentSchema", "load_experiment", "experiment_from_dict",
+           "DEFAULT_EXPERIMENT"]
 
 DEFAULT_EXPERIMENT = "paper"
-_RUN_KEYS = {"kind", "label", "overrides", "multihands"}
-_KEYS = {"runs", "methods", "ablations", "single_annotation", "detmag", "seeds"}
+
+
+@dataclass
+class RunSchema:
+    """The keys of one run in an experiment file (:class:`RunSpec` once checked)."""
+
+    kind: str | None = None  # required: a model of handflow.models
+    label: str | None = None  # default: the run's name
+    overrides: list[str] | None = None
+    multihands: bool = True
+
+
+@dataclass
+class ExperimentSchema:
+    """The keys of an experiment file (:class:`Experiment` once checked); ``runs`` maps a run
+    name to its :class:`RunSchema` keys."""
+
+    runs: dict[str, Any] | None = None
+    methods: list[str] | None = None
+    ablations: list[str] | None = None
+    single_annotation: str | None = None
+    detmag: str | None = None
+    seeds: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,41 +89,44 @@ class Experiment:
                          for n, r in self.runs.items()}}
 
 
-def _read_yaml(text: str) -> Any:
-    try:
-        from omegaconf import OmegaConf
-    except ImportError:
-        import yaml
-
-        return yaml.safe_load(text)
-    return OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+def _input_error(where: str, e: ConfigError, run: str | None = None) -> InputError:
+    """A settings error of experiment ``where`` (of its run ``run``) as the one-line InputError."""
+    msg = str(e).removeprefix("config: ")
+    if run is not None:
+        msg = f"run {run!r}: " + msg.replace("known in the top level", "known in a run")
+    return InputError(f"experiment {where}: {msg}")
 
 
 def experiment_from_dict(name: str, d: Any, source: str = "") -> Experiment:
-    """Validate plain data (as in the YAML files) into an :class:`Experiment`."""
+    """Validate plain data (as in the YAML files) into an :class:`Experiment`: keys and types
+    by the settings system (:func:`handflow.config.build` of :class:`ExperimentSchema` and of
+    each run's :class:`RunSchema`), then the references between them."""
     where = source or name
-    if not isinstance(d, dict) or not isinstance(d.get("runs"), dict) or not d["runs"]:
+    if not isinstance(d, dict):
         raise InputError(f"experiment {where}: needs a 'runs' mapping of run name -> {{kind, label, ...}}")
-    unknown = set(d) - _KEYS
-    if unknown:
-        raise InputError(f"experiment {where}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
+    try:
+        e = build(ExperimentSchema, [(d, where)])
+    except ConfigError as err:
+        raise _input_error(where, err) from None
+    if not isinstance(e.runs, dict) or not e.runs:
+        raise InputError(f"experiment {where}: needs a 'runs' mapping of run name -> {{kind, label, ...}}")
     runs = {}
-    for n, r in d["runs"].items():
-        if not isinstance(r, dict) or "kind" not in r:
+    for n, r in e.runs.items():
+        try:
+            spec = build(RunSchema, [(r if r is not None else {}, f"{where}: run {n}")])
+        except ConfigError as err:
+            raise _input_error(where, err, str(n)) from None
+        if spec.kind is None:
             raise InputError(f"experiment {where}: run {n!r} needs at least 'kind'")
-        bad = set(r) - _RUN_KEYS
-        if bad:
-            raise InputError(f"experiment {where}: run {n!r} has unknown key(s) {sorted(bad)}; known: {sorted(_RUN_KEYS)}")
-        runs[str(n)] = RunSpec(str(r["kind"]), str(r.get("label", n)), tuple(map(str, r.get("overrides") or ())),
-                               bool(r.get("multihands", True)))
-    names = {k: tuple(map(str, d.get(k) or ())) for k in ("methods", "ablations")}
-    roles = {k: d.get(k) for k in ("single_annotation", "detmag")}
+        runs[str(n)] = RunSpec(spec.kind, n if spec.label is None else spec.label, tuple(spec.overrides or ()),
+                               spec.multihands)
+    names = {"methods": tuple(e.methods or ()), "ablations": tuple(e.ablations or ())}
+    roles = {"single_annotation": e.single_annotation, "detmag": e.detmag}
     for k, v in [*((k, n) for k, ns in names.items() for n in ns), *roles.items()]:
         if v is not None and v not in runs:
             raise InputError(f"experiment {where}: {k} names {v!r}, which is not one of its runs {list(runs)}")
-    seeds = tuple(int(s) for s in d.get("seeds") or (0, 1))
     return Experiment(name, runs, names["methods"], names["ablations"], roles["single_annotation"], roles["detmag"],
-                      seeds, source)
+                      tuple(e.seeds or (0, 1)), source)
 
 
 def load_experiment(name_or_path: str | Path = DEFAULT_EXPERIMENT) -> Experiment:
@@ -116,4 +147,8 @@ def load_experiment(name_or_path: str | Path = DEFAULT_EXPERIMENT) -> Experiment
 @lru_cache(maxsize=16)
 def _parse(name: str, text: str, source: str) -> Experiment:
     """Parsed once per file content (a plan asks for its table once per stage command)."""
-    return experiment_from_dict(name, _read_yaml(text), source)
+    try:
+        data = parse_yaml(text, source)
+    except ConfigError as err:
+        raise _input_error(source, err) from None
+    return experiment_from_dict(name, data, source)

@@ -154,6 +154,10 @@ def save_plan(plan: ReportPlan) -> None:
     """Write ``WORK/plan.json``; refuse when the folder holds a benchmark with other settings."""
     plan.root.mkdir(parents=True, exist_ok=True)
     path, new = plan.root / "plan.json", asdict(plan)
+    # The shared comparison (handflow.fingerprint), not check_or_record: plan.json is the plan
+    # itself (read back by load_plan and by every stage command), not a {settings, fingerprint}
+    # record, and only the DEFINING fields must match; a separate record would refuse (or,
+    # unrecorded, not check) every work folder written before it.
     if path.exists():
         old = {**asdict(ReportPlan(work=plan.work, experiment=plan.experiment)), **json.loads(path.read_text())}
         refuse_if_different({k: old[k] for k in DEFINING}, {k: new[k] for k in DEFINING}, str(plan.root),
