@@ -217,6 +217,26 @@ def test_resume_is_identical_and_other_settings_are_refused(trained, tiny_data, 
     assert s["metrics"]["mmd_rr"]["count"] == 0 and s["metrics"]["mpjpe_z0_rr"]["count"] == s["num_images"]
 
 
+def test_run_json_is_compared_by_the_shared_helper(tmp_path) -> None:
+    """evaluate's resume check: the same run.json resumes, another value of a RUN_KEYS key is
+    refused naming it, batch_size/device only warn once chunks exist (issue #19)."""
+    from handflow.evaluation.scoring import RUN_KEYS, _prepare_out
+
+    run = {**{k: 1 for k in RUN_KEYS}, "checkpoint_identity": {"size": 5, "sha256": "ab"}, "batch_size": 2, "device": "cpu"}
+    out = tmp_path / "e"
+    assert _prepare_out(out, run, overwrite=False) == out / "chunks"
+    assert _prepare_out(out, run, overwrite=False) == out / "chunks"  # the same settings: resumed
+    other = {**run, "samples": 4, "checkpoint_identity": {"size": 6, "sha256": "cd"}}
+    with pytest.raises(RunMismatch) as e:
+        _prepare_out(out, other, overwrite=False)
+    assert str(e.value) == (f"{out} (an evaluation) was written with checkpoint_identity={{\"sha256\":\"ab\",\"size\":5}}, "
+                            "samples=1 (now {\"sha256\":\"cd\",\"size\":6}, 4): use a fresh --out, or --overwrite to discard it")
+    _prepare_out(out, {**run, "device": "cuda"}, overwrite=False)  # no chunks yet: silently
+    (out / "chunks" / "chunk-00000.npz").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"was written with batch_size=2, device=cuda \(now 4, cpu\): the remaining chunks"):
+        _prepare_out(out, {**run, "batch_size": 4}, overwrite=False)  # run.json holds the last run's device
+
+
 def test_bad_inputs_name_the_problem(trained, tiny_data, tmp_path) -> None:
     ckpt, mh = trained
     with pytest.raises(FileNotFoundError, match="checkpoint"):

@@ -36,6 +36,7 @@ from handflow.atomic import save_npz
 from handflow.errors import HandflowError
 from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
+from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.metrics import DEFAULT_BANDWIDTHS
 from handflow.models import decode_joints
 
@@ -50,6 +51,8 @@ META = ("image_id", "capture", "seq", "camera", "frame")
 SEED_STRIDE = 1_000_003
 #: run.json keys that must match to resume (the others only warn)
 RUN_KEYS = ("checkpoint_identity", "data", "split", "multihands", "samples", "seed", "images", "chunk_images")
+#: run.json keys that may change on resume, with a warning once chunks exist
+SOFT_KEYS = ("batch_size", "device")
 
 
 class RunMismatch(HandflowError, ValueError):
@@ -133,14 +136,15 @@ def _prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> Path:
             (out / name).unlink(missing_ok=True)
     elif path.exists():
         old = json.loads(path.read_text())
-        diff = {k: {"saved": old.get(k), "now": run[k]} for k in RUN_KEYS if old.get(k) != run[k]}
+        # the shared comparison (handflow.fingerprint); the policy is evaluation's own: RUN_KEYS
+        # must match, SOFT_KEYS only warn (and only once chunks exist), the rest may change
+        diff = settings_diff({k: old.get(k) for k in RUN_KEYS}, {k: run[k] for k in RUN_KEYS})
         if diff:
-            raise RunMismatch(f"{out} holds an evaluation made with other settings ({', '.join(diff)} differ: {diff}); "
-                              "use a fresh --out, or --overwrite to discard it")
-        soft = {k: (old.get(k), run[k]) for k in ("batch_size", "device") if old.get(k) != run[k]}
+            raise RunMismatch(mismatch_message(f"{out} (an evaluation)", diff, "use a fresh --out, or --overwrite to discard it"))
+        soft = settings_diff({k: old.get(k) for k in SOFT_KEYS}, {k: run[k] for k in SOFT_KEYS})
         if soft and any(chunks.glob("chunk-*.npz")):
-            warnings.warn(f"resuming {out} with other {soft} (saved, now): the remaining chunks draw other "
-                          "samples / round differently than an uninterrupted run would", stacklevel=3)
+            warnings.warn(f"resuming with other settings: {mismatch_message(str(out), soft, 'the remaining chunks')} "
+                          "draw other samples / round differently than an uninterrupted run would", stacklevel=3)
     elif chunks.exists() and any(chunks.glob("chunk-*.npz")):
         raise RunMismatch(f"{out}/chunks holds results but no run.json: use a fresh --out, or --overwrite")
     chunks.mkdir(exist_ok=True)
