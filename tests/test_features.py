@@ -69,8 +69,8 @@ def test_losses_on_cached_features_equal_losses_on_images(tiny_data, donor, tmp_
 def test_head_training_keeps_the_backbone_and_checkpoint_predicts(tiny_data, donor, tmp_path):
     ckpt, feats = donor
     donor_module, _ = load_checkpoint(ckpt)
-    head = {"model.backbone_checkpoint": ckpt, "model.freeze_backbone": "true", "data.features": feats}
-    last = tiny_train(tiny_data, tmp_path / "head", steps=3, **head)
+    on_features = {"model.backbone_checkpoint": ckpt, "model.freeze_backbone": "true", "data.features": feats}
+    last = tiny_train(tiny_data, tmp_path / "head", steps=3, **on_features)
     head, cfg = load_checkpoint(last)
     assert cfg.model.kind == "flow" and cfg.data.features == str(feats)
     for k, v in donor_module.model.backbone.state_dict().items():
@@ -79,7 +79,7 @@ def test_head_training_keeps_the_backbone_and_checkpoint_predicts(tiny_data, don
     out = head.model.predict(ds[0]["image"][None], 5)
     assert out["samples"].shape == (1, 5, 218) and torch.isfinite(out["samples"]).all()
     # the flow's parameters moved (it trained), the backbone did not
-    fresh = tiny_train(tiny_data, tmp_path / "head0", steps=1, **head)
+    fresh = tiny_train(tiny_data, tmp_path / "head0", steps=1, **on_features)
     h1, _ = load_checkpoint(fresh)
     assert any(not torch.equal(p, q) for p, q in zip(h1.model.flow.parameters(), head.model.flow.parameters()))
 
