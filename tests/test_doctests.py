@@ -33,7 +33,6 @@ ELSEWHERE = {
     "handflow.api": "tests/test_api.py",
     "handflow.predictor": "tests/test_api.py",
     "handflow.extras": "tests/test_api.py",
-    "handflow.render": "open elsewhere: its example uses undefined v, f, K (2 of 3 fail)",
 }
 
 

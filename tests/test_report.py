@@ -29,9 +29,11 @@ def _write_eval(folder, mmd: float, spread: float, rng: np.random.Generator, min
     folder.mkdir(parents=True)
     frames = np.repeat(np.arange(M // 4), 4)
     cols = {
-        "image_id": np.arange(M), "capture": np.zeros(M, np.int64), "seq": np.array(["s"] * M), "camera": np.array([str(i % 4) for i in range(M)]),
+        "image_id": np.arange(M), "capture": np.zeros(M, np.int64), "seq": np.array(["s"] * M),
+        "camera": np.array([str(i % 4) for i in range(M)]),
         "frame": frames, "spread_mm": spread + rng.normal(0, 1, M),
-        "mpjpe_z0_rr": 20 + rng.normal(0, 1, M), "mpjpe_z0_rrr": 25 + rng.normal(0, 1, M), "mpjpe_z0_global": 40 + rng.normal(0, 2, M),
+        "mpjpe_z0_rr": 20 + rng.normal(0, 1, M), "mpjpe_z0_rrr": 25 + rng.normal(0, 1, M),
+        "mpjpe_z0_global": 40 + rng.normal(0, 2, M),
         "mpjpe_best_rr": 15 + rng.normal(0, 1, M), "mpjpe_z0_rr_occ": 22 + rng.normal(0, 1, M),
         "min_global": min_g + rng.normal(0, 1, M), "max_global": max_g + rng.normal(0, 1, M),
         "min_rrr": min_g / 2 + rng.normal(0, 1, M), "max_rrr": max_g / 2 + rng.normal(0, 1, M),
@@ -42,7 +44,8 @@ def _write_eval(folder, mmd: float, spread: float, rng: np.random.Generator, min
     np.savez(folder / "per_image.npz", **cols)
     metrics = {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "sem": 0.0, "count": M}
                for k, v in cols.items() if v.dtype.kind == "f"}
-    (folder / "summary.json").write_text(json.dumps({"metrics": metrics, "num_images": M, "num_images_multihands": M, "device": "cpu"}))
+    summary = {"metrics": metrics, "num_images": M, "num_images_multihands": M, "device": "cpu"}
+    (folder / "summary.json").write_text(json.dumps(summary))
 
 
 @pytest.fixture()

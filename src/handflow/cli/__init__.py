@@ -14,20 +14,20 @@ except ImportError as _missing:  # typer / click / rich not installed: the libra
     _MISSING = _missing.name
 else:
     _MISSING = None
-    # one import per command module (registration side effect)
-    from handflow.cli import demo as _demo  # noqa: E402,F401
-    from handflow.cli import hand as _hand  # noqa: E402,F401
-    from handflow.cli import train as _train  # noqa: E402,F401
-    from handflow.cli import predict as _predict  # noqa: E402,F401
-    from handflow.cli import show as _show  # noqa: E402,F401
-    from handflow.cli import multihands as _multihands  # noqa: E402,F401
-    from handflow.cli import synth as _synth  # noqa: E402,F401
-    from handflow.cli import report as _report  # noqa: E402,F401
-    from handflow.cli import evaluate as _evaluate  # noqa: E402,F401
-    from handflow.cli import view_select as _view_select  # noqa: E402,F401
-    from handflow.cli import features as _features  # noqa: E402,F401
-    from handflow.cli import select as _select  # noqa: E402,F401
-    from handflow.cli import pack as _pack  # noqa: E402,F401
+    # one import per command module (registration side effect; this order is the order of `handflow --help`)
+    from handflow.cli import demo as _demo  # noqa: F401, I001 - help order, not alphabetical
+    from handflow.cli import hand as _hand  # noqa: F401
+    from handflow.cli import train as _train  # noqa: F401
+    from handflow.cli import predict as _predict  # noqa: F401
+    from handflow.cli import show as _show  # noqa: F401
+    from handflow.cli import multihands as _multihands  # noqa: F401
+    from handflow.cli import synth as _synth  # noqa: F401
+    from handflow.cli import report as _report  # noqa: F401
+    from handflow.cli import evaluate as _evaluate  # noqa: F401
+    from handflow.cli import view_select as _view_select  # noqa: F401
+    from handflow.cli import features as _features  # noqa: F401
+    from handflow.cli import select as _select  # noqa: F401
+    from handflow.cli import pack as _pack  # noqa: F401
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ def error_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, (HandflowError, OSError)) or _is_lightning_config_error(exc):
         return f"error: {msg}"
-    return f"error: unexpected {type(exc).__name__}: {msg} (a bug: rerun with --verbose or {DEBUG_ENV}=1 for the traceback, and report it)"
+    return (f"error: unexpected {type(exc).__name__}: {msg} (a bug: rerun with --verbose or {DEBUG_ENV}=1 for the "
+            "traceback, and report it)")
 
 
 def _is_lightning_config_error(exc: BaseException) -> bool:
@@ -57,7 +58,7 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except (*_CLICK_OWN, KeyboardInterrupt):
             raise
-        except Exception as e:  # noqa: BLE001 - every other error gets one line
+        except Exception as e:
             if debug_enabled():
                 raise
             typer.echo(error_line(e), err=True)

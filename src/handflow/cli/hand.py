@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from handflow.cli.app import app
 @app.command()
 def hand(
     model: str = typer.Option("openhand", help="Hand model: openhand or mano."),
-    path: Optional[Path] = typer.Option(None, help="MANO folder or file (model=mano)."),
+    path: Path | None = typer.Option(None, help="MANO folder or file (model=mano)."),
     out: Path = typer.Option(Path("hand_model.png"), help="Output PNG."),
     seed: int = typer.Option(0, help="Seed of the prior sample."),
 ) -> None:

@@ -46,8 +46,15 @@ def _options(checkpoint: Path, out: Path, samples: int, bbox: str | None, focal:
              camera: Path | None, per_image: Path | None, meshes: str | None, batch_size: int) -> _Options:
     """Check every option (and read the camera and per-image files) before anything is written."""
     from handflow.errors import InputError
-    from handflow.inference import (check_batch_size, check_box, check_mesh_format, check_samples, global_camera,
-                                    read_camera_file, read_per_image)
+    from handflow.inference import (
+        check_batch_size,
+        check_box,
+        check_mesh_format,
+        check_samples,
+        global_camera,
+        read_camera_file,
+        read_per_image,
+    )
 
     check_samples(samples, "--samples")
     check_batch_size(batch_size, "--batch-size")

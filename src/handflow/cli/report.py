@@ -16,7 +16,8 @@ def report(
     out: Path = typer.Option(None, help="Folder of the page (results.md, figures/, the results table results.csv); "
                              "default WORK/report. A path ending in .md names the page itself. Copying the page into "
                              "docs/ is a separate step: --out docs (docs/evaluation.md)."),
-    stages: str = typer.Option("data,multihands,backbone,features,train,evaluate,write", help="Comma-separated stages to run, in order."),
+    stages: str = typer.Option("data,multihands,backbone,features,train,evaluate,write",
+                               help="Comma-separated stages to run, in order."),
     plan_only: bool = typer.Option(False, "--plan-only", help="Print every stage's command (one per line, --shard i/n "
                                    "where the command supports it) for a scheduler, and run nothing."),
     render: bool = typer.Option(False, "--render", help="Only gather the finished evaluations of --work into the results "
@@ -32,7 +33,8 @@ def report(
     cameras: int = typer.Option(12, min=1, help="Cameras per frame (views for view selection)."),
     image_size: int = typer.Option(128, min=32, help="Crop side; images are rendered at twice this size."),
     seeds: str = typer.Option(None, help="Training seeds of every run (comma-separated); default the experiment's (0,1)."),
-    steps: int = typer.Option(12000, min=1, help="Training steps per run (>= 10k: from scratch, 700 steps leave every model at chance)."),
+    steps: int = typer.Option(12000, min=1,
+                              help="Training steps per run (>= 10k: from scratch, 700 steps leave every model at chance)."),
     samples: int = typer.Option(100, min=1, help="Samples per test image."),
     runs: str = typer.Option("all", help="Runs to include (comma-separated names) or 'all'."),
     device: str = typer.Option("cpu", help="cpu or cuda (training, MultiHands and evaluation)."),
@@ -73,7 +75,8 @@ def report(
     run_t = tuple(exp.runs) if runs == "all" else tuple(r.strip() for r in runs.split(",") if r.strip())
     stage_t = ("write",) if render else tuple(s.strip() for s in stages.split(",") if s.strip())
     plan = ReportPlan(work=str(work), preset=preset, frames=frames, test_frames=test_frames, cameras=cameras,
-                      image_size=image_size, seeds=seed_t, steps=steps, samples=samples, runs=run_t, device=device, parallel=parallel, workers=workers,
+                      image_size=image_size, seeds=seed_t, steps=steps, samples=samples, runs=run_t, device=device,
+                      parallel=parallel, workers=workers,
                       mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
                       backbone_steps=backbone_steps, backbone_minutes=backbone_minutes,
                       backbone_kind=backbone_kind, keypoint_noise_px=keypoint_noise_px, experiment=experiment,

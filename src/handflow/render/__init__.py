@@ -1,8 +1,16 @@
 """Rendering of hand meshes: RGB, metric depth, hand id, part id and face id per pixel.
 
+>>> import torch
+>>> from handflow.render import Mesh, Renderer
+>>> v = torch.tensor([[-20.0, -20, 300], [20, -20, 300], [0, 20, 300]])  # one triangle, camera frame, mm
+>>> f = torch.tensor([[0, 1, 2]])
+>>> K = torch.tensor([[200.0, 0, 64], [0, 200, 64], [0, 0, 1]])
 >>> r = Renderer(128, 128)                       # "auto": moderngl/EGL, else PyTorch
 >>> out = r.render([Mesh(vertices=v, faces=f, color=(0.8, 0.6, 0.5), hand_id=0)], K)
->>> out.rgb, out.depth, out.hand_id               # (H,W,3) uint8, (H,W) mm, (H,W) long
+>>> out.rgb.shape, out.depth.shape, out.hand_id.shape   # (H,W,3) uint8, (H,W) mm, (H,W) long
+(torch.Size([128, 128, 3]), torch.Size([128, 128]), torch.Size([128, 128]))
+>>> float(out.depth[64, 64]), int(out.hand_id[64, 64]), int(out.hand_id[0, 0])  # background: -1
+(300.0, 0, -1)
 
 Two backends share one definition of every output: :mod:`handflow.render.gl` (moderngl on
 a headless EGL context, the fast path) and :mod:`handflow.render.raster` (a pure-PyTorch
@@ -50,7 +58,7 @@ class Renderer:
                 from handflow.render.gl import GLRasterizer
 
                 self._gl = GLRasterizer(self.width, self.height)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if backend == "gl" and isinstance(e, ImportError) and e.name == "moderngl":
                     from handflow.errors import MissingExtraError
 

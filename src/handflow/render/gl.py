@@ -11,6 +11,7 @@ backends share one definition.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def _preload_torch_extensions() -> None:
         pass
 
 
-def _context():
+def _context() -> Any:
     import moderngl
 
     pid = os.getpid()
@@ -113,7 +114,7 @@ def egl_available() -> bool:
     try:
         _context()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not available"
+    except Exception:
         return False
 
 
@@ -146,11 +147,12 @@ class GLRasterizer:
             self.vbo = self.ctx.buffer(reserve=nv * 9 * 4)
             self.ibo = self.ctx.buffer(reserve=nf * 3 * 4)
             self.vao = self.ctx.vertex_array(
-                self.prog, [(self.vbo, "3f 3f 3f", "in_pos", "in_normal", "in_color")], index_buffer=self.ibo, index_element_size=4
-            )
+                self.prog, [(self.vbo, "3f 3f 3f", "in_pos", "in_normal", "in_color")], index_buffer=self.ibo,
+                index_element_size=4)
             self._sizes = (nv, nf)
 
-    def draw(self, verts: Tensor, normals: Tensor, colors: Tensor, faces: Tensor, K: Tensor, light: Light) -> tuple[Tensor, Tensor, Tensor]:
+    def draw(self, verts: Tensor, normals: Tensor, colors: Tensor, faces: Tensor, K: Tensor,
+             light: Light) -> tuple[Tensor, Tensor, Tensor]:
         """verts/normals/colors (V,3), faces (F,3), K (3,3) ->
         (rgb (H,W,3) uint8, depth (H,W) float32, face_id (H,W) long, -1 = background)."""
         H, W = self.height, self.width

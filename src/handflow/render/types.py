@@ -83,6 +83,7 @@ def concat_meshes(meshes: list[Mesh]) -> tuple[Tensor, Tensor, Tensor, Tensor, T
         faces.append(f + offset)
         owner.append(torch.full((len(f),), m, dtype=torch.long))
         colors.append(torch.as_tensor(mesh.color, dtype=torch.float32).reshape(1, 3).expand(len(v), 3))
-        parts.append(torch.as_tensor(mesh.part_labels, dtype=torch.long) if mesh.part_labels is not None else torch.full((len(v),), -1, dtype=torch.long))
+        parts.append(torch.as_tensor(mesh.part_labels, dtype=torch.long) if mesh.part_labels is not None
+                     else torch.full((len(v),), -1, dtype=torch.long))
         offset += len(v)
     return torch.cat(verts), torch.cat(faces), torch.cat(owner), torch.cat(colors), torch.cat(parts)
