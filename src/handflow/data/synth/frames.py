@@ -21,9 +21,11 @@ from torch import Tensor
 from handflow.constants import NUM_BETAS, NUM_JOINTS
 from handflow.data.synth.cameras import Camera, dome_cameras
 from handflow.data.synth.ih_writer import atomic_write_bytes, encode_jpeg, image_rel_path
+from handflow.seeding import stream
 
-if TYPE_CHECKING:  # generate imports this module
-    from handflow.data.synth.generate import Backends, SeqPlan, SynthConfig
+if TYPE_CHECKING:
+    from handflow.data.synth.plan_types import Backends, SeqPlan
+    from handflow.data.synth.settings import SynthConfig
 
 __all__ = ["SeqResult", "process_sequence", "subject_betas", "bbox_from_joints", "RIGHT_HAND_ID", "LEFT_HAND_ID"]
 
@@ -50,8 +52,6 @@ class SeqResult:
 
 def subject_betas(seed: int, subject: int) -> Tensor:
     """(10,) float64 shape of a subject, ``N(0, BETA_STD²)`` (both hands share it)."""
-    from handflow.data.synth.generate import stream
-
     return torch.randn(NUM_BETAS, generator=stream(seed, "subject", subject), dtype=torch.float64) * BETA_STD
 
 
@@ -80,11 +80,10 @@ def _np(x: Any) -> np.ndarray:
 
 def process_sequence(plan: SeqPlan, config: SynthConfig, backends: Backends, root: Path, renderer: Any,
                      timers: dict[str, float]) -> SeqResult:
-    """Generate one :class:`~handflow.data.synth.generate.SeqPlan`. ``timers`` accumulates
+    """Generate one :class:`~handflow.data.synth.plan_types.SeqPlan`. ``timers`` accumulates
     seconds per stage (sampling, skinning, rendering, encoding, writing)."""
     import time
 
-    from handflow.data.synth.generate import stream
     from handflow.data.synth.scenes import sample_sequence
     from handflow.geometry import project
 

@@ -23,14 +23,13 @@ any image; the same settings resume, other settings are refused unless ``overwri
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from handflow.data.synth.plan_types import Backends, SeqPlan  # re-exported
 from handflow.data.synth.settings import SPLIT_FRACTIONS, SynthConfig  # the schema (re-exported)
 from handflow.seeding import stream  # the synthetic data's streams (re-exported: data.synth.stream)
 
@@ -49,21 +48,6 @@ __all__ = [
 SEQ_LENGTH_RANGE = (5, 20)
 CAPTURE_MAX_FRAMES = 60
 HIST_BINS = 10
-
-
-@dataclass(frozen=True)
-class SeqPlan:
-    """One sequence of the plan (``index`` is global, over all splits)."""
-
-    index: int
-    split: str
-    capture: int
-    subject: int
-    seq_name: str
-    template: str
-    length: int
-    frame_start: int  # frame_idx of the first frame within its capture
-    global_frame: int  # index of the first frame over the whole dataset (image ids)
 
 
 def _split_frames(frames: int, splits: tuple[str, ...], test_frames: int | None = None) -> dict[str, int]:
@@ -115,34 +99,6 @@ def make_plan(config: SynthConfig) -> list[SeqPlan]:
             left -= L
         subject += 1
     return plan
-
-
-@dataclass
-class Backends:
-    """The pieces ``generate`` needs (injectable for tests).
-
-    Attributes:
-        model: hand model (``handflow.hand.base.HandModel``).
-        collide: ``collide(right_out, left_out) -> (B,) bool``.
-        make_renderer: ``(width, height) -> renderer`` with ``.render(meshes, K, background,
-            light) -> RenderOutput(rgb, depth, hand_id, part_id, face_id)``.
-        make_mesh: ``(vertices (V,3), faces (F,3), color (3,), part_labels (V,), hand_id) -> Mesh``.
-        joint_visibility: ``(meshes, joints_list, K, (H, W), render=...) -> list[(J,) bool]``.
-        to_neuralannot: ``(rotmats, betas, root_cam, camrot, campos, model, side) ->
-            (pose (B,48), shape (B,10), trans (B,3) m)``.
-        random_light, random_skin_tone: ``(generator) -> ...``.
-        random_background: ``(h, w, generator) -> image``.
-    """
-
-    model: Any
-    collide: Callable
-    make_renderer: Callable
-    make_mesh: Callable
-    joint_visibility: Callable
-    to_neuralannot: Callable
-    random_light: Callable
-    random_skin_tone: Callable
-    random_background: Callable
 
 
 def default_backends(hand_model: str = "openhand", mano_path: str | None = None) -> Backends:
