@@ -157,19 +157,13 @@ def test_report_keypoint_jobs_and_page_parts(tmp_path) -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from test_report import _write_eval  # the image protocol's fake evaluations
 
-    from handflow.evaluation.report import (
-        KP_BEGIN,
-        KP_END,
-        ReportPlan,
-        load_plan,
-        merge_page,
-        plan_command,
-        run_report,
-        train_job,
-    )
+    from handflow.pipeline.plan import ReportPlan, load_plan, plan_command
+    from handflow.pipeline.render import KP_BEGIN, KP_END, merge_page
+    from handflow.pipeline.run import run_report
+    from handflow.pipeline.stages import train_stage
 
     plan = ReportPlan(work=str(tmp_path / "w"), protocol="keypoints", keypoint_noise_px=3.0, seeds=(0, 1), steps=7)
-    argv = train_job(plan, "flow_no_2d", 1).argv
+    argv = train_stage(plan, "flow_no_2d", 1).argv
     assert "model.backbone=keypoints" in argv and "data.keypoint_noise_px=3.0" in argv and "data.num_workers=0" in argv
     assert not any(a.startswith("data.features") or a.startswith("model.backbone_checkpoint") for a in argv)
     assert "--protocol keypoints" in plan_command(plan) and "--keypoint-noise-px 3.0" in plan_command(plan)

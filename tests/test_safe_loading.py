@@ -210,16 +210,16 @@ def test_python_predict_refuses(tmp_path) -> None:
 
 
 def test_report_reads_refuse(tmp_path) -> None:
-    from handflow.evaluation.report import _finished_step, training_done
+    from handflow.pipeline.stages import finished_step, training_done
 
     path, marker = _hostile(tmp_path / "runs" / "flow-0" / "checkpoints", "last.ckpt")
     with pytest.raises(UnsafeFileError) as e:
-        _finished_step(path)
+        finished_step(path)
     _check_refused(e.value, path)
     with pytest.raises(UnsafeFileError):
         training_done(path, steps=10, minutes=1.0)
     assert not marker.exists()
-    assert _finished_step(tmp_path / "none.ckpt") == -1 and not training_done(tmp_path / "none.ckpt", 10, None)
+    assert finished_step(tmp_path / "none.ckpt") == -1 and not training_done(tmp_path / "none.ckpt", 10, None)
 
 
 def test_backbone_weights_and_feature_cache_refuse(tiny_data, tmp_path) -> None:
@@ -259,7 +259,7 @@ def test_our_checkpoints_load_weights_only(timed_run) -> None:
     and the periodic snapshots hold tensors and plain data only: no global to allowlist."""
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
-    from handflow.evaluation.report import _finished_step, training_done
+    from handflow.pipeline.stages import finished_step, training_done
     from handflow.training import load_checkpoint
 
     ckpts = timed_run / "checkpoints"
@@ -274,7 +274,7 @@ def test_our_checkpoints_load_weights_only(timed_run) -> None:
     assert "optimizer_states" not in weights and weights["state_dict"].keys() == full["state_dict"].keys()
     module, cfg = load_checkpoint(snap)
     assert cfg.train.max_minutes == 5 and bool(module.model.normalizer.fitted)
-    assert _finished_step(last) == 2 and training_done(last, 2, None) and not training_done(last, 3, 5.0)
+    assert finished_step(last) == 2 and training_done(last, 2, None) and not training_done(last, 3, 5.0)
 
 
 def test_mid_epoch_resume_is_logged_in_our_words_without_lightnings_warning(timed_run, tiny_data, tmp_path, caplog) -> None:

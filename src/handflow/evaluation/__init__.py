@@ -1,5 +1,6 @@
-"""Evaluation: ``handflow evaluate`` (every metric of one checkpoint), view selection and the
-benchmark report (``handflow report``: the paper's Tables 1-3 on the synthetic benchmark).
+"""Evaluation: ``handflow evaluate`` (every metric of one checkpoint), view selection, the chance
+reference and the report's figures (the benchmark report itself, ``handflow report``, is
+:mod:`handflow.pipeline`).
 
 >>> from handflow.evaluation import evaluate
 >>> summary = evaluate("runs/flow/checkpoints/last.ckpt", "data_synth", "eval/flow", multihands="mh")  # doctest: +SKIP
