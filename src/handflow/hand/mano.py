@@ -27,6 +27,7 @@ from torch import Tensor
 from handflow.constants import MANO21_TO_IH, MANO_PARENTS, MANO_TIP_VERTICES, NUM_MANO_JOINTS, SIDES, Side, check_side
 from handflow.hand.base import HandModel, HandOutput, PosePrior, lbs
 from handflow.hand.mano_io import ManoFormatError, load_mano_arrays
+from handflow.hand.mano_prior import ManoPCAPrior
 
 __all__ = ["ManoModel", "find_mano_files", "left_shapedirs_need_fix"]
 
@@ -124,8 +125,6 @@ class ManoModel(HandModel):
             self.register_buffer(f"{side}_faces", torch.as_tensor(faces, dtype=torch.long), persistent=False)
         self.register_buffer("_tips", torch.tensor(MANO_TIP_VERTICES), persistent=False)
         self.register_buffer("_ih_order", torch.tensor(MANO21_TO_IH), persistent=False)
-        from handflow.hand.mano_prior import ManoPCAPrior
-
         self.pose_prior: PosePrior = ManoPCAPrior(self)
 
     # ---------------------------------------------------------------- helpers

@@ -17,6 +17,9 @@ Accepted inputs: the original pkl, chumpy-free pkls (plain ndarrays, dense or sp
 
 from __future__ import annotations
 
+import builtins
+import copyreg
+import importlib
 import io
 import pickle
 import zipfile
@@ -122,14 +125,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         if key in _SAFE_CALLS:
             return _SAFE_CALLS[key]
         if key in _NUMPY_ALLOWED:
-            import importlib
-
             mod = "numpy._core.multiarray" if module.endswith("multiarray") and hasattr(np, "_core") else module
             return getattr(importlib.import_module(mod), name)
         if key in _BUILTINS_ALLOWED:
-            import builtins
-            import copyreg
-
             return getattr({"builtins": builtins, "copyreg": copyreg}[module], name)
         raise ManoFormatError(
             f"refusing to load class {module}.{name} from a MANO file: only the classes a MANO "

@@ -30,6 +30,7 @@ from torch import Tensor
 from handflow.constants import NUM_MANO_JOINTS, Side
 from handflow.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from handflow.hand.base import PosePrior
+from handflow.hand.openhand_prior import OpenHandPrior
 
 if TYPE_CHECKING:  # mano imports this module
     from handflow.hand.mano import ManoModel
@@ -58,8 +59,6 @@ class ManoPCAPrior(PosePrior):
 
     def __init__(self, model: ManoModel) -> None:
         super().__init__()
-        from handflow.hand.openhand_prior import OpenHandPrior
-
         self.sides = model.sides
         self.anatomical = OpenHandPrior()  # its anatomical frames only (non-persistent buffers: follow .to(device))
         for side in model.sides:

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from handflow.hand.base import HandModel
+from handflow.hand.mano import ManoModel
+from handflow.hand.openhand import OpenHand
 
 __all__ = ["load_hand_model", "hand_model_named", "available_hand_models", "MANO_DOWNLOAD_HINT"]
 
@@ -44,13 +46,9 @@ def load_hand_model(name: str = "openhand", path: str | Path | None = None, **kw
     if key == "openhand":
         if path is not None or kwargs:
             raise ValueError("load_hand_model('openhand') takes no path or options: it is embedded")
-        from handflow.hand.openhand import OpenHand
-
         return OpenHand()
     if key == "mano":
         if path is None:
             raise ValueError(f"load_hand_model('mano') needs path=. {MANO_DOWNLOAD_HINT}")
-        from handflow.hand.mano import ManoModel
-
         return ManoModel(path, **kwargs)
     raise ValueError(f"unknown hand model {name!r}: known models are {', '.join(_KNOWN)}")
