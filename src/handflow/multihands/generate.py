@@ -246,7 +246,8 @@ def query_crop(joints: Tensor, query: Tensor, K: Tensor, hw: tuple[int, int]) ->
 
 # ----------------------------------------------------------------------------- driver
 def _batch_seed(seed: int, part: int, batch: int) -> int:
-    return int(np.random.SeedSequence([seed, part, batch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    # shifted as a Python int: NumPy 1.x refuses uint64 >> int (same value as NumPy 2's uint64 shift)
+    return int(np.random.SeedSequence([seed, part, batch]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 def _run_part(model: Any, targets: Targets, cfg: GenerateConfig, ecfg: EngineConfig, vis: VisibilityFn,
