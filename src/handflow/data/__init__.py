@@ -8,6 +8,7 @@ __all__ = ["AugmentConfig", "BBOX_SCALE", "InterHandDataset", "InterHandDataModu
 
 def __getattr__(name: str) -> type:
     if name == "InterHandDataModule":
+        # lazy: the data module needs Lightning (the [train] extra); the readers do not
         from handflow.data.datamodule import InterHandDataModule
 
         return InterHandDataModule

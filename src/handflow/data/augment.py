@@ -9,6 +9,7 @@ holds). Colour jitter changes brightness, contrast and saturation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +44,6 @@ def sample_augment(cfg: AugmentConfig, seed: int, index: int, epoch: int) -> Aug
     """Draw augmentation parameters from a generator seeded by (seed, index, epoch)."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + index) * 1_009 + epoch)
     u = (torch.rand(7, generator=g, dtype=torch.float64) * 2 - 1).tolist()
-    import math
-
     return AugmentParams(
         scale=math.exp(cfg.scale * u[0]),
         angle=math.radians(cfg.rotation_deg) * u[1],

@@ -10,8 +10,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from handflow.data.features import FeatureDataset, load_split_features
 from handflow.data.interhand import InterHandDataset
 from handflow.data.multihands_targets import MultiHandsDataset
+from handflow.data.targets import TargetsDataset, collate_batched
 
 __all__ = ["InterHandDataModule", "EpochShuffleSampler", "worker_init"]
 
@@ -91,6 +93,7 @@ class InterHandDataModule(pl.LightningDataModule):
         ``augment=False, num_workers=0``."""
         d = cfg.data
         if getattr(d, "packed", None) and cls is InterHandDataModule:  # a `handflow pack` store (issue #17)
+            # cycle: data.packed subclasses InterHandDataModule
             from handflow.data.packed import PackedDataModule
 
             return PackedDataModule.from_config(cfg, **overrides)
@@ -115,14 +118,10 @@ class InterHandDataModule(pl.LightningDataModule):
                                   augment=self.augment and split == "train" and not cached, seed=self.seed,
                                   cache_dir=self.cache_dir, load_images=not (cached or self.keypoints))
             if self.keypoints and not cached:  # no image: every item's targets in memory, batches augmented at once
-                from handflow.data.targets import TargetsDataset
-
                 ds = TargetsDataset(ds, augment=self.augment and split == "train", seed=self.seed)
             if self.wants_multihands(split):
                 ds = MultiHandsDataset(ds, self.multihands, split, self.multihands_max, image_size=self.size)
             if cached:
-                from handflow.data.features import FeatureDataset, load_split_features
-
                 ds = FeatureDataset(ds, *load_split_features(self.features, split))
             self._ds[split] = ds
         return self._ds[split]
@@ -132,8 +131,6 @@ class InterHandDataModule(pl.LightningDataModule):
         sampler = EpochShuffleSampler(ds, self.seed) if shuffle else None
         extra = {}
         if getattr(ds, "batched", False):  # __getitems__ returns the collated batch
-            from handflow.data.targets import collate_batched
-
             extra["collate_fn"] = collate_batched
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           worker_init_fn=worker_init, drop_last=shuffle, persistent_workers=False, **extra)

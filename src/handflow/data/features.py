@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from handflow.atomic import atomic_path, write_json
+from handflow.data.interhand import InterHandDataset
 from handflow.errors import CorruptFileError, HandflowError
 from handflow.safeio import load_torch_file
 
@@ -72,11 +74,9 @@ def cache_features(checkpoint: str | Path, data: str | Path, out: str | Path, sp
     Resumable per split: a split whose file exists for the same backbone digest is kept.
     Returns the metadata written to ``features.json``.
     """
-    from tqdm import tqdm
-
+    # lazy: the data module needs Lightning (the [train] extra), the models torchvision; the feature dataset needs neither
     from handflow.data.datamodule import worker_init
-    from handflow.data.interhand import InterHandDataset
-    from handflow.models.checkpoint import load_model  # no Lightning: the data layer reads the network only
+    from handflow.models.checkpoint import load_model
 
     model, cfg = load_model(checkpoint)
     backbone = model.backbone.to(device).eval()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from handflow.constants import NUM_JOINTS
+from handflow.constants import IH42_PARENTS, NUM_JOINTS
 from handflow.errors import HandflowError
 
 __all__ = [
@@ -128,8 +128,6 @@ def read_skeleton(path: Path) -> tuple[list[str], list[int]]:
         AnnotationError: a malformed line, missing ids, or parents that differ from
             :data:`handflow.constants.IH42_PARENTS` (the reader assumes the InterHand order).
     """
-    from handflow.constants import IH42_PARENTS
-
     if not path.exists():
         raise FileNotFoundError(f"missing skeleton file: {path}")
     names: dict[int, str] = {}

@@ -302,6 +302,7 @@ class SplitIndex:
         self.folder = base / split
         self.rebuilt = False
         if not self._fresh():
+            # lazy: fcntl is POSIX-only; only building the index locks
             import fcntl
 
             self.folder.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,11 @@ from handflow.data.crop import rot_z, warp_to_crop
 from handflow.data.ih_json import AnnotationError
 from handflow.data.index import SplitIndex
 from handflow.geometry.camera import crop_intrinsics, intrinsics, project, square_bbox, world_to_camera
+from handflow.hand.neuralannot import neuralannot_to_camera
+from handflow.hand.registry import hand_model_named
 from handflow.params import pack_hand
+from handflow.render import Mesh
+from handflow.render import visibility as render_visibility  # module attribute: tests replace joint_visibility
 
 __all__ = ["InterHandDataset", "BBOX_SCALE", "HAND_TYPE_NAMES"]
 
@@ -114,8 +118,6 @@ class InterHandDataset(Dataset):
                            "y = 0 (pass mano_path= to use them)", root, split)
                 hand_model = None
         if isinstance(hand_model, str):
-            from handflow.hand.registry import hand_model_named
-
             hand_model = hand_model_named(hand_model, mano_path)
         self.hand_model = hand_model
         stored = self.index.manifest.get("hand_model")
@@ -170,8 +172,6 @@ class InterHandDataset(Dataset):
         has = np.asarray(a["frame_has_mano"][fr])
         if self.hand_model is None or not has.any():
             return {}
-        from handflow.hand.neuralannot import neuralannot_to_camera
-
         p = torch.from_numpy(np.array(a["frame_mano"][fr], dtype=np.float64))
         out = {}
         for h, side in enumerate(SIDES):
@@ -307,9 +307,6 @@ class InterHandDataset(Dataset):
             if (row >= 0).all():
                 return torch.from_numpy(row > 0)
         if i not in self._vis_mem:
-            from handflow.render import Mesh
-            from handflow.render.visibility import joint_visibility
-
             # single-hand frames (the other hand "null" in NeuralAnnot) render the one mesh, so
             # self-occlusion still counts; a hand without parameters keeps visible = valid
             params = self._hand_params_cam(i, camrot, campos)
@@ -329,7 +326,7 @@ class InterHandDataset(Dataset):
                 sl.append(slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS))
                 jl.append(joints[sl[-1]].float())
             w, hgt = (int(x) for x in self.index.a["img_size"][i])
-            for s_, v_ in zip(sl, joint_visibility(meshes, jl, K.float(), (hgt, w))):
+            for s_, v_ in zip(sl, render_visibility.joint_visibility(meshes, jl, K.float(), (hgt, w))):
                 vis[s_] = v_
             if self._vis_disk is not False:
                 self._vis_disk[i] = vis.numpy().astype(np.int8)  # the whole row at once

@@ -46,14 +46,18 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from handflow.atomic import save_npz, write_text
 from handflow.data.augment import AugmentConfig, AugmentParams, sample_augment
 from handflow.data.crop import FILL_VALUE, warp_to_crop
 from handflow.data.datamodule import EpochShuffleSampler, InterHandDataModule, worker_init
+from handflow.data.index import annotation_paths
 from handflow.data.interhand import InterHandDataset
 from handflow.data.targets import META_INT_KEYS, META_STR_KEYS, augment_targets, item_targets, stack_records
 from handflow.errors import HandflowError
+from handflow.fingerprint import check_or_record
 
 __all__ = ["PACK_FORMAT_VERSION", "DEFAULT_MARGIN", "PackedStoreError", "AugmentBatch", "annotation_digest",
            "pad_for", "pack_split", "open_store", "PackedDataset", "augment_batch", "batch_color_jitter",
@@ -154,8 +158,6 @@ def pack_split(root: str | Path, split: str, out: str | Path, image_size: int, m
     Raises:
         SettingsMismatch: ``out/<split>`` was packed from other annotations or with other settings.
     """
-    from handflow.fingerprint import check_or_record
-
     ds = InterHandDataset(root, split, image_size, hand_model=hand_model, mano_path=mano_path, augment=False,
                           cache_dir=cache_dir)
     pad = pad_for(image_size, margin)
@@ -207,8 +209,6 @@ def _one_thread(_: int) -> None:
 
 
 def _bar(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled)
 
 
@@ -231,8 +231,6 @@ def open_store(store: str | Path, split: str,
         raise PackedStoreError(f"{folder} has pack format {meta.get('format_version')}, this handflow reads "
                                f"{PACK_FORMAT_VERSION}: pack it again")
     if root is not None:
-        from handflow.data.index import annotation_paths
-
         digest = annotation_digest(annotation_paths(Path(root), split, None))
         if digest != meta["annotations"]:
             raise PackedStoreError(f"{folder} was packed from other annotations than {root}/annotations/{split} "
@@ -470,8 +468,6 @@ class PackedDataModule(InterHandDataModule):
         ds = self.dataset(split)
         if not isinstance(ds, PackedDataset):
             return super()._loader(split, shuffle)
-        from torch.utils.data import DataLoader
-
         ds.place(self._device())  # the trainer's device: known only now (fit_normalizer read the dataset before)
         workers = 0 if ds.device.type != "cpu" else self.num_workers
         sampler = EpochShuffleSampler(ds, self.seed) if shuffle else None

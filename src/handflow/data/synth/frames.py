@@ -10,6 +10,7 @@ atomically, and its ``data.json`` records and per-joint visibility are returned.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from torch import Tensor
 from handflow.constants import NUM_BETAS, NUM_JOINTS
 from handflow.data.synth.cameras import Camera, dome_cameras
 from handflow.data.synth.ih_writer import atomic_write_bytes, encode_jpeg, image_rel_path
+from handflow.data.synth.scenes import sample_sequence
+from handflow.geometry import project
 from handflow.seeding import stream
 
 if TYPE_CHECKING:
@@ -82,11 +85,6 @@ def process_sequence(plan: SeqPlan, config: SynthConfig, backends: Backends, roo
                      timers: dict[str, float]) -> SeqResult:
     """Generate one :class:`~handflow.data.synth.plan_types.SeqPlan`. ``timers`` accumulates
     seconds per stage (sampling, skinning, rendering, encoding, writing)."""
-    import time
-
-    from handflow.data.synth.scenes import sample_sequence
-    from handflow.geometry import project
-
     t0 = time.perf_counter()
     model = backends.model
     S = config.image_size

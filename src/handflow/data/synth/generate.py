@@ -23,14 +23,37 @@ any image; the same settings resume, other settings are refused unless ``overwri
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from handflow.data.synth import frames
+from handflow.data.synth.cameras import dome_cameras
+from handflow.data.synth.ih_writer import (
+    atomic_write_json,
+    merge_shards,
+    read_json,
+    shard_done,
+    split_files,
+    write_shard,
+    write_skeleton,
+)
 from handflow.data.synth.plan_types import Backends, SeqPlan  # re-exported
+from handflow.data.synth.rerun import SUMMARY_FILE, check_settings, prepare_output, shard_counts
+from handflow.data.synth.scenes import TEMPLATES
 from handflow.data.synth.settings import SPLIT_FRACTIONS, SynthConfig  # the schema (re-exported)
+from handflow.fingerprint import stored_settings
+from handflow.hand.collision import collide
+from handflow.hand.neuralannot import camera_to_neuralannot
+from handflow.hand.registry import load_hand_model
+from handflow.render import Mesh, Renderer
+from handflow.render.backgrounds import random_background
+from handflow.render.shading import random_light, random_skin_tone
+from handflow.render.visibility import joint_visibility
 from handflow.seeding import stream  # the synthetic data's streams (re-exported: data.synth.stream)
 
 __all__ = [
@@ -74,8 +97,6 @@ def _split_frames(frames: int, splits: tuple[str, ...], test_frames: int | None 
 
 def make_plan(config: SynthConfig) -> list[SeqPlan]:
     """The deterministic list of sequences (see the module docstring)."""
-    from handflow.data.synth.scenes import TEMPLATES
-
     g = stream(config.seed, "plan")
     names = sorted(TEMPLATES)
     plan: list[SeqPlan] = []
@@ -102,15 +123,8 @@ def make_plan(config: SynthConfig) -> list[SeqPlan]:
 
 
 def default_backends(hand_model: str = "openhand", mano_path: str | None = None) -> Backends:
-    """The real handflow modules (imported here, at call time)."""
-    from handflow.hand.collision import collide
-    from handflow.hand.neuralannot import camera_to_neuralannot
-    from handflow.hand.registry import load_hand_model
-    from handflow.render import Mesh, Renderer
-    from handflow.render.backgrounds import random_background
-    from handflow.render.shading import random_light, random_skin_tone
-    from handflow.render.visibility import joint_visibility
-
+    """The real handflow modules: the hand model ``hand_model``, collision, the renderer,
+    visibility, lights and backgrounds."""
     def make_mesh(vertices: Any, faces: Any, color: Any, part_labels: Any, hand_id: Any) -> Mesh:
         return Mesh(vertices=vertices, faces=faces, color=color, part_labels=part_labels, hand_id=hand_id)
 
@@ -126,8 +140,6 @@ _WORKER: dict[str, Any] = {}
 def _empty_part(config: SynthConfig, shard: tuple[int, int]) -> dict[str, Any]:
     """A shard's partial results of one split, before any sequence: the settings, their
     fingerprint and the shard ``[i, n]`` (resume checks), then the empty lists and maps."""
-    from handflow.fingerprint import stored_settings
-
     return {**stored_settings(config.to_json()), "shard": list(shard), "images": [], "annotations": [],
             "camera": {}, "joint_3d": {}, "mano": {}, "visibility": {}, "stats": {}}
 
@@ -152,8 +164,6 @@ def _init_worker(config: SynthConfig, mano_path: str | None, root: str) -> None:
 
 
 def _worker_run(plan: SeqPlan) -> tuple[Any, dict[str, float]]:
-    from handflow.data.synth import frames
-
     cfg = _WORKER["config"]
     if "backends" not in _WORKER:  # lazily, once per worker process
         _WORKER["backends"] = default_backends(cfg.hand_model, _WORKER["mano_path"])
@@ -194,11 +204,6 @@ def generate(
             or synth's files without a settings record; nothing is written.
         InputError: ``overwrite`` with ``n > 1``.
     """
-    from handflow.data.synth import frames
-    from handflow.data.synth.cameras import dome_cameras
-    from handflow.data.synth.ih_writer import shard_done, write_shard
-    from handflow.data.synth.rerun import prepare_output
-
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ValueError(f"invalid shard {i}/{n}: need 0 <= i < n")
@@ -217,8 +222,6 @@ def generate(
         total = sum(p.length * config.cameras_for(p.split) for p in plan)
         bar = _progress(total, f"synth {i}/{n}", progress)
         if workers > 1 and backends is None:
-            import multiprocessing as mp
-
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, _init_worker, (config, mano_path, str(root))) as pool:
                 results = pool.imap(_worker_run, plan)
@@ -263,8 +266,6 @@ class _NoBar:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="img")
 
 
@@ -281,9 +282,6 @@ def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
     Raises:
         SettingsMismatch: ``root`` records other settings than ``config``, or its parts another ``n``.
     """
-    from handflow.data.synth.ih_writer import atomic_write_json, merge_shards, read_json, split_files, write_skeleton
-    from handflow.data.synth.rerun import SUMMARY_FILE, check_settings
-
     root = Path(root)
     check_settings(root, config, n, record=False)
     cfg = config.to_json()
@@ -322,8 +320,6 @@ def merge(root: Path, n: int, config: SynthConfig) -> dict[str, Any]:
 
 def find_shard_count(root: Path, splits: tuple[str, ...]) -> int:
     """The shard count ``n`` used in ``root`` (from the ``.shards`` file names)."""
-    from handflow.data.synth.rerun import shard_counts
-
     counts = shard_counts(root, splits)
     if not counts:
         raise FileNotFoundError(f"no shard files under {root}/annotations/<split>/.shards: run `handflow synth` first")

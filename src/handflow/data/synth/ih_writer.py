@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from handflow.atomic import write_bytes
 from handflow.constants import IH42_JOINT_NAMES, IH42_PARENTS, NUM_JOINTS
@@ -103,8 +104,6 @@ def image_rel_path(capture: int, seq_name: str, camera: str, frame_idx: int) -> 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """(H, W, 3) uint8 RGB -> JPEG bytes (baseline, no subsampling change, deterministic)."""
-    from PIL import Image
-
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"encode_jpeg expects (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     buf = io.BytesIO()

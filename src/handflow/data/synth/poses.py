@@ -24,6 +24,9 @@ import torch
 from torch import Tensor
 
 from handflow.constants import FINGER_NAMES, MANO_FINGERS, NUM_MANO_JOINTS, Side, check_side
+from handflow.geometry import axis_angle_to_matrix
+from handflow.hand.base import mirror_rotmats
+from handflow.hand.openhand import anatomical_axes
 
 __all__ = [
     "POSE_LIBRARY",
@@ -137,19 +140,8 @@ def pose_angles(name: str) -> Tensor:
 def finger_axes() -> Tensor:
     """(15, 3, 3) float64 anatomical frames (columns twist, spread, flex), right hand.
 
-    Taken from ``handflow.hand.openhand.anatomical_axes`` (MANO-compatible rest frame);
-    without it, the MANO-like approximation twist = −x, spread = +y, flex = +z (thumb:
-    twist along its rest direction)."""
-    try:
-        from handflow.hand.openhand import anatomical_axes
-
-        return anatomical_axes().to(torch.float64)
-    except ImportError:  # pragma: no cover - only before the open hand model exists
-        A = torch.zeros(NUM_FINGER_JOINTS, 3, 3, dtype=torch.float64)
-        A[:, :, TWIST] = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64)
-        A[:, :, SPREAD] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-        A[:, :, FLEX] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-        return A
+    Taken from ``handflow.hand.openhand.anatomical_axes`` (MANO-compatible rest frame)."""
+    return anatomical_axes().to(torch.float64)
 
 
 def angles_to_rotmats(angles: Tensor, side: Side = "right") -> Tensor:
@@ -157,9 +149,6 @@ def angles_to_rotmats(angles: Tensor, side: Side = "right") -> Tensor:
 
     For ``side="left"`` the rotations are mirrored (``M R M``) so the left model, which
     mirrors them back, produces the same articulation."""
-    from handflow.geometry import axis_angle_to_matrix
-    from handflow.hand.base import mirror_rotmats
-
     check_side(side)
     if angles.shape[-2:] != (NUM_FINGER_JOINTS, 3):
         raise ValueError(f"angles must be (*, 15, 3), got {tuple(angles.shape)}")

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from handflow.config.settings import settings_of
+from handflow.data.synth.cameras import camera_name
+from handflow.data.synth.ih_writer import SHARD_DIR, image_rel_path, split_files
+from handflow.data.synth.settings import FORMAT_VERSION, SynthConfig
 from handflow.errors import CorruptFileError, InputError
 from handflow.fingerprint import check_or_record, record_settings, recorded_settings, remove_outputs
-
-if TYPE_CHECKING:
-    from handflow.data.synth.settings import SynthConfig
 
 __all__ = ["SETTINGS_FILE", "SUMMARY_FILE", "RERUN_FIX", "prepare_output", "check_settings", "clear_dataset",
            "dataset_files", "shard_counts"]
@@ -45,8 +44,6 @@ def _outputs(root: Path) -> list[Path]:
 def _shard_names(root: Path, splits: tuple[str, ...], with_tmp: bool) -> dict[Path, int]:
     """``{shard part path: its shard count n}`` of the parts under ``annotations/<split>/.shards``
     (``with_tmp``: also the parts whose atomic write was interrupted)."""
-    from handflow.data.synth.ih_writer import SHARD_DIR
-
     found: dict[Path, int] = {}
     for s in splits:
         d = Path(root) / "annotations" / s / SHARD_DIR
@@ -82,10 +79,8 @@ def dataset_files(root: Path, config: SynthConfig, shard_parts: list[Path] | Non
     """Every file a run with ``config`` writes under ``root`` (whether written yet or not):
     the plan's images, the annotation and extra files, ``skeleton.txt``, the summary, and the
     shard parts ``shard_parts`` (default: those present)."""
-    from handflow.data.synth.cameras import camera_name
+    # cycle: generate imports this module
     from handflow.data.synth.generate import make_plan
-    from handflow.data.synth.ih_writer import image_rel_path, split_files
-
     root = Path(root)
     files = [root / "images" / p.split / image_rel_path(p.capture, p.seq_name, camera_name(k), p.frame_start + f)
              for p in make_plan(config) for f in range(p.length) for k in range(config.cameras_for(p.split))]
@@ -104,8 +99,6 @@ def clear_dataset(root: Path) -> int:
         SettingsMismatch: synth outputs without a record (what they are is unknown).
         CorruptFileError: the record is unreadable or from another format version.
     """
-    from handflow.data.synth.settings import FORMAT_VERSION, SynthConfig
-
     root = Path(root)
     old = recorded_settings(root / SETTINGS_FILE, _outputs(root), str(root))
     if old is None:

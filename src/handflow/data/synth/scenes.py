@@ -28,6 +28,7 @@ from torch import Tensor
 
 from handflow.constants import IH_WRIST, Side
 from handflow.data.synth.poses import sample_articulation
+from handflow.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from handflow.hand.base import HandModel, HandOutput
 
 __all__ = [
@@ -84,8 +85,6 @@ def orient(side: Side, finger_dir: Tensor, palm_normal: Tensor) -> Tensor:
 
 
 def _rot(axis_angle: Tensor) -> Tensor:
-    from handflow.geometry import axis_angle_to_matrix
-
     return axis_angle_to_matrix(axis_angle)
 
 
@@ -218,8 +217,6 @@ class Sequence:
 def slerp(R0: Tensor, R1: Tensor, t: Tensor) -> Tensor:
     """Geodesic interpolation of rotations: R0 (*, 3, 3), R1 (*, 3, 3), t (T,) in [0, 1]
     -> (T, *, 3, 3) ``R0 · exp(t · log(R0ᵀ R1))``."""
-    from handflow.geometry import axis_angle_to_matrix, matrix_to_axis_angle
-
     w = matrix_to_axis_angle(R0.transpose(-1, -2) @ R1)  # (*, 3)
     shape = (-1,) + (1,) * w.dim()
     return R0 @ axis_angle_to_matrix(t.to(w.dtype).reshape(shape) * w)
@@ -268,8 +265,6 @@ def sample_keyframe(
     Returns:
         ``(key, pose_names)``.
     """
-    from handflow.hand.base import HandOutput
-
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}: expected one of {sorted(TEMPLATES)}")
     for _ in range(MAX_KEY_TRIES):
