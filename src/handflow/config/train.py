@@ -281,6 +281,7 @@ def _devices_ok(devices: int | str) -> bool:
 def check_hardware(cfg: Config) -> None:
     """Check ``train.accelerator``/``train.devices`` against this machine before Lightning does
     (its errors name its own internals, not our keys). Raises :class:`ConfigError`."""
+    # lazy: handflow.config stays torch-free (the CLI checks settings before torch loads)
     import torch
 
     t = cfg.train

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from handflow.constants import SIDES
 from handflow.hand.base import HandModel, HandOutput
+from handflow.hand.collision import collide, penetration
 
 __all__ = [
     "check_reprojection",
@@ -122,8 +123,6 @@ def check_no_collision(right: HandOutput | Tensor, left: HandOutput | Tensor,
             penetration (:func:`handflow.hand.collision.penetration`) is no larger than this
             (pass the ground truth's; ``0`` elsewhere keeps the plain test).
     """
-    from handflow.hand.collision import collide, penetration
-
     hit = collide(right, left)
     if tolerated is None or not bool(hit.any()):
         return ~hit

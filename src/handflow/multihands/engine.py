@@ -26,6 +26,7 @@ from torch import Tensor
 from handflow.constants import NUM_JOINTS, PARAM_DIM, SIDES
 from handflow.geometry.camera import project
 from handflow.hand.base import HandModel
+from handflow.hand.collision import collide, penetration
 from handflow.multihands.checks import (
     SHAPE_BOUND,
     check_no_collision,
@@ -216,8 +217,6 @@ class _Relative:
 
 
 def _relative_limits(model: HandModel, gt: TwoHandState, gt_joints: Tensor, cfg: EngineConfig) -> _Relative:
-    from handflow.hand.collision import collide, penetration
-
     prior = {}
     relaxed = {}
     for h, s in enumerate(SIDES):

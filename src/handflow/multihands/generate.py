@@ -9,6 +9,7 @@ rerun skips finished parts, a killed run leaves no half-written part visible.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,12 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from handflow.config.settings import fingerprint, parse_shard, to_dict  # parse_shard: re-exported
 from handflow.constants import NUM_HAND_JOINTS, NUM_JOINTS, PARAM_DIM, SIDES
+from handflow.data import InterHandDataset
 from handflow.fingerprint import check_stored, matches_stored, stored_settings
 from handflow.geometry.camera import project
+from handflow.hand.registry import load_hand_model
 from handflow.multihands.checks import default_pixel_threshold, prior_threshold
+from handflow.multihands.diagnostics import summarize
 from handflow.multihands.engine import (
     CriterionStats,
     EngineConfig,
@@ -33,8 +38,9 @@ from handflow.multihands.engine import (
     run_batch,
     state_from_params,
 )
-from handflow.multihands.io import part_name, read_part_meta, write_json_atomic, write_part
+from handflow.multihands.io import load, part_name, read_part_meta, write_json_atomic, write_part
 from handflow.multihands.perturb import PerturbConfig
+from handflow.render.visibility import joint_visibility_batch
 
 __all__ = [
     "GenerateConfig",
@@ -154,8 +160,6 @@ def _annotation_items(dataset: Any) -> Iterable[dict[str, Any]]:
 
 def dataset_targets(data: str | Path, split: str, image_size: int, hand_model: str = "openhand") -> Targets:
     """Targets of a dataset split on disk (real or synthetic InterHand2.6M layout)."""
-    from handflow.data import InterHandDataset
-
     ds = InterHandDataset(data, split, image_size, hand_model=hand_model, augment=False)
     return targets_from_items(_annotation_items(ds), image_size)
 
@@ -169,16 +173,6 @@ VIS_CHUNK = 32
 def default_visibility() -> VisibilityFn:
     """Adapter from :func:`handflow.render.visibility.joint_visibility_batch` to the engine's
     :data:`~handflow.multihands.engine.VisibilityFn`."""
-    try:
-        from handflow.render.visibility import joint_visibility_batch
-    except ImportError as e:
-        raise ImportError(
-            "MultiHands criterion 2 needs handflow.render.visibility.joint_visibility_batch (the data/render "
-            f"issue), which is not importable here ({e}); pass visibility=... to generate() to use another backend"
-        ) from e
-
-    import inspect
-
     try:
         takes_query = "query" in inspect.signature(joint_visibility_batch).parameters
     except (TypeError, ValueError):
@@ -315,10 +309,6 @@ def generate(
             number of images (a ``ValueError``): one line naming the part, the settings that differ,
             both fingerprints and :data:`PART_FIX`.
     """
-    from tqdm import tqdm
-
-    from handflow.hand.registry import load_hand_model
-
     i_shard, n_shards = shard
     dev = torch.device(device)
     if model is None:
@@ -362,9 +352,6 @@ def generate(
     split_meta = _write_split_meta(folder, common)
     summary = None
     if split_meta["parts_done"]:
-        from handflow.multihands.diagnostics import summarize
-        from handflow.multihands.io import load
-
         summary = {"complete": split_meta["complete"], "rates": split_meta["rates"],
                    **summarize(load(Path(out), split), cfg.num)}
         write_json_atomic(folder / "summary.json", summary)

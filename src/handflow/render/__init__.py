@@ -22,11 +22,14 @@ one logged warning per process when EGL is unavailable. Pixel convention and fra
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from handflow.errors import MissingExtraError
+from handflow.render.gl import GLRasterizer
 from handflow.render.raster import Fragments, rasterize
 from handflow.render.shading import random_light, random_skin_tone, shade, vertex_normals
 from handflow.render.types import Light, Mesh, RenderOutput, concat_meshes
@@ -55,13 +58,9 @@ class Renderer:
         self._gl = None
         if backend in ("auto", "gl"):
             try:
-                from handflow.render.gl import GLRasterizer
-
                 self._gl = GLRasterizer(self.width, self.height)
             except Exception as e:
                 if backend == "gl" and isinstance(e, ImportError) and e.name == "moderngl":
-                    from handflow.errors import MissingExtraError
-
                     raise MissingExtraError("backend='gl' needs moderngl: install handflow[render] (pip install "
                                             "'handflow[render]') or use backend='torch'", name="moderngl") from None
                 if backend == "gl":
@@ -69,8 +68,6 @@ class Renderer:
                         f"the moderngl/EGL renderer is unavailable ({type(e).__name__}: {e}); install the EGL/Mesa "
                         "runtime (libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri) or use backend='torch'"
                     ) from e
-                import os
-
                 if os.getpid() not in _WARNED:
                     _WARNED.add(os.getpid())
                     log.warning("EGL rendering unavailable (%s: %s); falling back to the PyTorch rasterizer", type(e).__name__, e)

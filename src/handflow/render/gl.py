@@ -92,6 +92,7 @@ def _preload_torch_extensions() -> None:
     torchvision *after* Mesa's EGL driver is loaded segfaults (seen with Mesa 22.3 llvmpipe and
     torchvision 0.29); loading it first is safe. A process that renders and then trains (the
     demo) would otherwise crash on its first ``import lightning``."""
+    # lazy: only before the first EGL context (see above)
     try:
         import torchvision.ops  # noqa: F401
     except ImportError:
@@ -99,6 +100,7 @@ def _preload_torch_extensions() -> None:
 
 
 def _context() -> Any:
+    # lazy: moderngl is the [render] extra
     import moderngl
 
     pid = os.getpid()
@@ -122,6 +124,7 @@ class GLRasterizer:
     """Draws one set of concatenated meshes per call. Raises if EGL is unavailable."""
 
     def __init__(self, width: int, height: int) -> None:
+        # lazy: moderngl is the [render] extra
         import moderngl
 
         self.ctx = _context()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from handflow.constants import FINGER_NAMES, IH_PARENTS, MANO_FINGERS, NUM_BETAS, NUM_MANO_JOINTS
 from handflow.extras import pyplot
-from handflow.hand.base import HandModel, HandOutput
+from handflow.hand.base import HandModel, HandOutput, mirror_rotmats
 from handflow.hand.mano_prior import ManoPCAPrior
 from handflow.hand.openhand_prior import OpenHandPrior
 
@@ -95,6 +95,7 @@ def _shade(V: np.ndarray, F: np.ndarray, color: tuple[float, float, float]) -> t
 def draw_mesh(ax: Axes, hands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]]) -> None:
     """Draw meshes with skeletons on ``ax``. ``hands``: (verts (V,3), faces (F,3), joints
     (21,3), colour) in screen coordinates (x right, y up, z towards the viewer)."""
+    # lazy: matplotlib is the [viz] extra
     from matplotlib.collections import LineCollection, PolyCollection
 
     polys, cols, depth = [], [], []
@@ -149,8 +150,6 @@ def plot_hand_gallery(model: HandModel, path: str | Path, seed: int = 0, betas: 
         "side (thumb side)": {"right": _rot_y(-90) @ FRONT_VIEW["right"], "left": _rot_y(90) @ FRONT_VIEW["left"]},
     }
     fig, axes = plt.subplots(len(poses), len(views), figsize=(4.2 * len(views), 3.6 * len(poses)))
-    from handflow.hand.base import mirror_rotmats
-
     for row, (pname, fingers) in enumerate(poses.items()):
         rot = torch.cat([torch.eye(3)[None], fingers], 0)[None]
         outs: dict[str, HandOutput] = {

@@ -53,6 +53,7 @@ def plot_item(item: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """
     matplotlib = require("matplotlib", "viz", "figures")
     matplotlib.use("Agg")
+    # lazy: matplotlib is the [viz] extra (require() above names it)
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
