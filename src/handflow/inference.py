@@ -39,6 +39,8 @@ from torch import Tensor
 from handflow.atomic import atomic_path
 from handflow.errors import CorruptFileError, HandflowError, InputError, ModelOutputError
 from handflow.geometry.camera import crop_intrinsics, intrinsics
+from handflow.metrics import sample_spread
+from handflow.viz.predictions import plot_prediction, write_samples_html
 
 __all__ = ["predict", "Prediction", "Camera", "ImageJob", "PerImage", "DEFAULT_FOCAL_FACTOR", "IMAGE_SUFFIXES",
            "MIN_IMAGE_SIDE", "MAX_ASPECT", "MESH_FORMATS", "MANIFEST", "list_images", "expand_inputs", "output_names",
@@ -749,6 +751,7 @@ def iter_predictions(model: Any, jobs: Sequence[ImageJob], samples: int, meshes:
     ``model``: a :class:`~handflow.predictor.Predictor`, a checkpoint path or a loaded training
     module. One sampling generator (``seed``) runs through the batches in order: an image's
     samples depend on the seed and on its batch (docs/predict.md); the z = 0 estimate on neither."""
+    # cycle: handflow.predictor imports this module
     from handflow.predictor import as_predictor, load_job_images
 
     batch_size = check_batch_size(batch_size)
@@ -849,6 +852,7 @@ def check_mesh_format(fmt: str | None, name: str = "meshes") -> str | None:
         return None
     if str(fmt).lower() not in MESH_FORMATS:
         raise InputError(f"{name} must be one of {', '.join(MESH_FORMATS)}, got {fmt!r}")
+    # lazy: trimesh is the [viz] extra
     try:
         import trimesh  # noqa: F401
     except ImportError:
@@ -860,9 +864,6 @@ def write_prediction(p: Prediction, name: str, out: str | Path, module: Any, mes
     """Write ``<name>.npz`` (params, joints, cameras), ``<name>.png`` (figure), optionally
     ``<name>.html`` (3D view, with ≥ 1 sample) and ``<name>_z0.<meshes>`` (obj / ply / glb
     through trimesh). Returns the summary line."""
-    from handflow.metrics import sample_spread
-    from handflow.viz.predictions import plot_prediction, write_samples_html
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = {k: v.numpy() for k, v in (("K", p.K), ("box", p.box)) if v is not None}
@@ -893,6 +894,7 @@ def write_predictions(preds: list[Prediction], out: str | Path, module: Any, mes
 
 
 def _write_meshes(p: Prediction, module: Any, base: Path, fmt: str) -> None:
+    # lazy: trimesh is the [viz] extra
     import trimesh
 
     ext = check_mesh_format(fmt)

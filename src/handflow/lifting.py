@@ -33,8 +33,15 @@ from torch import Tensor
 
 from handflow.config import Config
 from handflow.constants import NUM_JOINTS
+from handflow.data.interhand import BBOX_SCALE
 from handflow.errors import InputError, MissingFileError
 from handflow.geometry.camera import crop_intrinsics, square_bbox
+from handflow.inference import Prediction, check_finite, parse_camera, write_predictions
+from handflow.models.base import decode_joints
+from handflow.models.checkpoint import load_model
+from handflow.models.keypoint_encoder import build_evidence
+from handflow.predictor import hand_model_of
+from handflow.safeio import load_torch_file
 
 if TYPE_CHECKING:
     from handflow.hand.base import HandModel
@@ -87,9 +94,6 @@ def load_lifting_model(model_or_path: Any = None) -> Any:
         MissingFileError: no such file (or the shipped model is missing from the install).
         InputError: a model that is not a keypoint-protocol model (an image model).
     """
-    from handflow.models.checkpoint import load_model
-    from handflow.predictor import hand_model_of
-
     if model_or_path is None:
         path = _shipped_path()
         if not path.is_file():
@@ -114,8 +118,6 @@ def export_lifting_model(checkpoint: str | Path, out: str | Path, note: dict[str
     (``weights_only=True``): ``{"hyper_parameters": {"config"}, "state_dict", "handflow"}``,
     the network's large tensors in float16, the hand model's buffers and small tensors in
     float32; no optimizer state. ``note`` (plain data) is stored under ``handflow.note``."""
-    from handflow.safeio import load_torch_file
-
     ck = load_torch_file(checkpoint)
     sd = {}
     for k, v in ck["state_dict"].items():
@@ -153,8 +155,6 @@ def _finite_numbers(value: Any, shape: tuple[int, ...], what: str) -> Tensor:
 def _camera_matrix(K: Any, focal: Any, princpt: Any, where: str) -> Tensor:
     """(3, 3) float64 intrinsics from ``K`` or ``focal`` (f or [fx, fy]) + ``princpt`` [cx, cy],
     checked as image prediction checks cameras (:func:`handflow.inference.parse_camera`)."""
-    from handflow.inference import parse_camera
-
     if K is None and (focal is None or princpt is None):
         raise InputError(f"{where}: no camera: give \"K\" (3 × 3, pixels) or \"focal\" (f or [fx, fy]) and \"princpt\" [cx, cy]")
     if K is None:
@@ -249,8 +249,6 @@ def crop_geometry(keypoints: Tensor, visible: Tensor, K: Tensor, size: int) -> t
     Returns:
         box (B, 4) ``[x0, y0, side, side]``, K_crop (B, 3, 3), joints_2d (B, 42, 2) crop pixels (float64).
     """
-    from handflow.data.interhand import BBOX_SCALE
-
     box = square_bbox(keypoints.double(), visible, scale=BBOX_SCALE)
     Kc = crop_intrinsics(K.double(), box, size)
     j2d = (keypoints.double() - box[:, None, :2]) * (size / box[:, None, 2:3])
@@ -327,10 +325,6 @@ def predict_from_keypoints(model_or_path: Any, keypoints: Any, visibility: Any, 
 
 def _predict_inputs(module: Any, inputs: list[KeypointInput], samples: int, seed: int) -> list[Any]:
     """Validated inputs -> Predictions (one batch)."""
-    from handflow.inference import Prediction, check_finite
-    from handflow.models.base import decode_joints
-    from handflow.models.keypoint_encoder import build_evidence
-
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise InputError(f"samples must be an integer >= 0, got {samples!r}")
     size, model = module.cfg.data.image_size, module.model
@@ -364,8 +358,6 @@ def lifting_command(keypoints_file: str | Path, checkpoint: str | Path | None, o
     Raises:
         MissingFileError, InputError: a missing file or invalid input (one line each).
     """
-    from handflow.inference import write_predictions
-
     inputs = read_keypoints_file(keypoints_file)
     module = load_lifting_model(checkpoint)
     preds = _predict_inputs(module, inputs, samples, seed)

@@ -25,9 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import handflow
 from handflow.config import Config, to_dict
 from handflow.data.crop import warp_to_crop
+from handflow.errors import HandflowError, InputError
 from handflow.hand.base import HandModel
+from handflow.hand.registry import hand_model_named
 from handflow.inference import (
     Box,
     Camera,
@@ -41,7 +44,9 @@ from handflow.inference import (
     plan_or_raise,
     warn_unknown_keys,
 )
+from handflow.models import build_model
 from handflow.models.base import HandPoseModel, decode_joints
+from handflow.models.checkpoint import load_model as load_network
 
 __all__ = ["Predictor", "BatchPrediction", "load_model", "as_predictor", "load_job_images", "warn_unknown_keys"]
 
@@ -105,8 +110,6 @@ class Predictor(nn.Module):
 
     def __init__(self, model: HandPoseModel, hand_model: HandModel, cfg: Config) -> None:
         if getattr(model, "uses_keypoints", False):
-            from handflow.errors import InputError
-
             raise InputError("this is a 2D-keypoint lifting model (model.backbone=keypoints), not an image model: use "
                              "`handflow predict --keypoints FILE` or handflow.predict_from_keypoints (docs/lifting.md)")
         super().__init__()
@@ -117,15 +120,11 @@ class Predictor(nn.Module):
     @classmethod
     def from_config(cls, cfg: Config) -> Predictor:
         """An untrained predictor of ``cfg`` (for tests and examples; train it first for real use)."""
-        from handflow.models import build_model
-
         return cls(build_model(cfg), hand_model_of(cfg), cfg)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
         """Load a checkpoint (``weights_only=True``, no Lightning) onto ``device``; see :func:`load_model`."""
-        from handflow.models.checkpoint import load_model as load_network
-
         model, cfg = load_network(path)
         return cls(model, hand_model_of(cfg), cfg).to(device)
 
@@ -137,8 +136,6 @@ class Predictor(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write the weights and config as a checkpoint that :func:`load_model` and
         :func:`handflow.training.load_checkpoint` read (tensors and plain data only, no optimizer state)."""
-        import handflow
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {f"model.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -235,16 +232,12 @@ class Predictor(nn.Module):
 
 def hand_model_of(cfg: Config) -> HandModel:
     """The hand model a config names (MANO from ``data.mano_path``)."""
-    from handflow.hand.registry import hand_model_named
-
     return hand_model_named(cfg.data.hand_model, cfg.data.mano_path)
 
 
 def load_job_images(jobs: Sequence[ImageJob]) -> list[Tensor | Exception]:
     """Each planned job's image (3, H, W) in [0, 1] (a tensor input, or its file decoded and
     checked), or the error that stops it (its planned error, CorruptFileError, InputError)."""
-    from handflow.errors import HandflowError
-
     out: list[Tensor | Exception] = []
     for job in jobs:
         if job.error is not None:

@@ -13,16 +13,14 @@ and :func:`load_state`, and :func:`handflow.load_model` builds a plain predictor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from handflow.config import Config, saved_config
 from handflow.errors import HandflowError
+from handflow.models import HandPoseModel, build_model
 from handflow.safeio import load_torch_file
-
-if TYPE_CHECKING:  # models/__init__ imports this module
-    from handflow.models.base import HandPoseModel
 
 __all__ = ["CheckpointMismatch", "read_checkpoint", "stored_config", "load_state", "load_model", "MODEL_PREFIX"]
 
@@ -84,8 +82,6 @@ def load_model(path: str | Path, map_location: str = "cpu", expect_hand_model: s
         MissingFileError, UnsafeFileError, CorruptFileError: as :func:`read_checkpoint`.
         CheckpointMismatch: as :func:`read_checkpoint`, or weights that do not fit the stored config.
     """
-    from handflow.models import build_model
-
     ck, cfg = read_checkpoint(path, map_location, expect_hand_model)
     model = build_model(cfg)
     weights = {k[len(MODEL_PREFIX):]: v for k, v in ck["state_dict"].items() if k.startswith(MODEL_PREFIX)}
