@@ -37,6 +37,7 @@ def mean_pose_metrics(checkpoint: str | Path, data: str | Path, split: str = "te
     Returns:
         ``{column: {mean, std, sem, count}}`` over the split's images, as in ``summary.json``.
     """
+    # lazy: handflow.training needs Lightning (the [train] extra); handflow.evaluation imports without it
     from handflow.training import load_checkpoint
 
     module, cfg = load_checkpoint(checkpoint)

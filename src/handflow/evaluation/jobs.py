@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from handflow.errors import HandflowError
 
 __all__ = ["Job", "JobFailed", "run_jobs", "handflow_command"]
@@ -55,8 +57,6 @@ def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
 def run_jobs(jobs: list[Job], parallel: int = 1, desc: str = "jobs", progress: bool = True) -> float:
     """Run ``jobs`` with at most ``parallel`` at a time; raise :class:`JobFailed` after the
     running ones finish when any fails. Returns the wall time (s)."""
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     pending, running, failed = list(jobs), [], []
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit="job")

@@ -6,8 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from handflow.data import InterHandDataset
+from handflow.evaluation.viewselect import plot_view_selection
 from handflow.extras import pyplot
+from handflow.models import decode_joints
+from handflow.viz.predictions import plot_prediction
 
 __all__ = ["mmd_bars", "spread_vs_error", "view_selection_table", "view_selection_figure", "qualitative"]
 
@@ -96,8 +101,6 @@ def view_selection_table(vs: dict[int, dict]) -> str:
 
 def view_selection_figure(vs: dict[int, dict], path: Path, alignment: str = "global") -> Path:
     """The first seed's spread-vs-MPJPE and regret figure (:func:`plot_view_selection`)."""
-    from handflow.evaluation.viewselect import plot_view_selection
-
     return plot_view_selection(vs[min(vs)], path, alignment)
 
 
@@ -106,13 +109,8 @@ def qualitative(checkpoint: Path, data: Path, per_image: dict[str, np.ndarray], 
     """Prediction figures (input with projected z = 0 estimate and samples, two novel views)
     for the test images of lowest, median and highest sample spread in ``per_image``
     (evaluate's rows are in dataset order). Returns the written PNG paths."""
-    import torch
-
-    from handflow.data import InterHandDataset
-    from handflow.models import decode_joints
+    # lazy: handflow.training needs Lightning (the [train] extra); handflow.evaluation imports without it
     from handflow.training import load_checkpoint
-    from handflow.viz.predictions import plot_prediction
-
     module, cfg = load_checkpoint(checkpoint)
     size = cfg.data.image_size
     ds = InterHandDataset(data, "test", size, hand_model=cfg.data.hand_model, augment=False)

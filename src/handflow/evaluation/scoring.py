@@ -30,15 +30,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import handflow
 from handflow.atomic import save_npz
+from handflow.data import InterHandDataset
 from handflow.errors import HandflowError
 from handflow.evaluation.per_image import ALIGNS, COLUMNS, MH_COLUMNS, gather_annotations, image_metrics
 from handflow.evaluation.summary import atomic_text, column_stats, summary_markdown, write_summary
 from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.metrics import DEFAULT_BANDWIDTHS
 from handflow.models import decode_joints
+from handflow.multihands import load as load_multihands
 
 __all__ = ["evaluate", "RunMismatch", "checkpoint_identity", "SEED_STRIDE", "META", "COLUMNS", "ALIGNS",
            "image_metrics", "summary_markdown"]
@@ -89,8 +92,6 @@ def _check_inputs(checkpoint: Path, data: Path, multihands: Path | None, samples
 
 
 def _open_dataset(data: Path, split: str, cfg: Any, load_images: bool = True) -> Any:
-    from handflow.data import InterHandDataset
-
     try:
         return InterHandDataset(data, split, cfg.data.image_size, hand_model=cfg.data.hand_model,
                                 mano_path=cfg.data.mano_path, augment=False, load_images=load_images)
@@ -102,10 +103,8 @@ def _open_dataset(data: Path, split: str, cfg: Any, load_images: bool = True) ->
 def _open_multihands(multihands: Path, split: str, image_ids: np.ndarray) -> Any:
     """MultiHands records of ``split``; raises when they share no image with the data, warns
     with counts when only some images have annotations."""
-    from handflow.multihands import load
-
     try:
-        records = load(multihands, split)
+        records = load_multihands(multihands, split)
     except FileNotFoundError as e:
         have = sorted(p.name for p in multihands.iterdir() if p.is_dir())
         raise FileNotFoundError(f"no MultiHands annotations for split {split!r} in {multihands} (it holds {have}): "
@@ -233,8 +232,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
         RunMismatch: ``out`` holds an evaluation with other settings (fresh ``out`` or ``overwrite``).
         ValueError: ``samples < 1``, no GPU for ``cuda``, or MultiHands annotations of other data.
     """
-    from tqdm import tqdm
-
+    # lazy: handflow.training needs Lightning (the [train] extra); handflow.evaluation imports without it
     from handflow.training import load_checkpoint
 
     checkpoint, data, out = Path(checkpoint), Path(data), Path(out)

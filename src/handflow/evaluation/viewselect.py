@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from handflow.extras import pyplot
+
 __all__ = ["view_selection", "plot_view_selection", "STRATEGIES", "REQUIRED"]
 
 ALIGNS = ("rr", "rrr", "global")
@@ -122,8 +124,6 @@ def view_selection(per_image: dict[str, np.ndarray], alignment: str = "all", min
 def plot_view_selection(result: dict[str, Any], path: str | Path, alignment: str | None = None) -> Path:
     """(a) spread vs MPJPE across the views of each frame, both centred on the frame's mean;
     (b) mean regret per strategy with standard errors."""
-    from handflow.extras import pyplot
-
     plt = pyplot("view-selection figures")
 
     a = alignment or next(iter(result["alignments"]))

@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from handflow.atomic import atomic_path
 from handflow.config import Config, check_hardware, to_dict
+from handflow.data.datamodule import InterHandDataModule
+from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
 from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.models import model_class
 from handflow.models.checkpoint import CheckpointMismatch, load_state, read_checkpoint, stored_config
@@ -191,8 +193,6 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if datamodule is None:
-        from handflow.data.datamodule import InterHandDataModule
-
         datamodule = InterHandDataModule.from_config(cfg)
     module = HandFlowModule(cfg)
     last = out / "checkpoints" / "last.ckpt"
@@ -236,8 +236,6 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
             raise CheckpointMismatch(f"model.backbone_checkpoint {src} has {what} {a!r}, this config {b!r}")
     module.model.backbone.load_state_dict(donor.model.backbone.state_dict())
     if cfg.data.features is not None:
-        from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
-
         meta = read_meta(cfg.data.features)
         if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
             raise FeatureCacheError(f"{cfg.data.features} was made by another backbone ({meta.get('checkpoint')}) than "

@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from handflow.atomic import atomic_path, write_json
+from handflow.data.datamodule import InterHandDataModule
+from handflow.training.runner import load_checkpoint
 
 __all__ = ["BEST", "SELECTION", "step_checkpoints", "validation_loss", "select_checkpoint"]
 
@@ -51,8 +54,6 @@ def step_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 
 def _val_batches(cfg: Any, hand_model: Any, split: str, limit: int, batch_size: int) -> list[dict[str, Any]]:
     """Collated batches of at most ``limit`` images spread evenly over ``split`` (no augmentation)."""
-    from handflow.data.datamodule import InterHandDataModule
-
     ds = InterHandDataModule.from_config(cfg, batch_size=batch_size, num_workers=0, hand_model=hand_model,
                                          augment=False).dataset(split)
     if len(ds) == 0:
@@ -94,10 +95,6 @@ def select_checkpoint(run_dir: str | Path, split: str = "val", limit: int = 2048
     Raises:
         FileNotFoundError: the run has no periodic checkpoint.
     """
-    from tqdm import tqdm
-
-    from handflow.training.runner import load_checkpoint
-
     run_dir = Path(run_dir)
     ckpts = step_checkpoints(run_dir)
     if not ckpts:
