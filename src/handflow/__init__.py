@@ -22,6 +22,7 @@ The top level (each with an example that runs as a doctest, ``tests/test_api.py`
 :func:`synthesize`, :func:`load_hand_model`. Optional parts need extras (:mod:`handflow.extras`).
 """
 
+import importlib
 from importlib import metadata as _metadata
 from typing import Any
 
@@ -46,8 +47,6 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name: str) -> Any:  # lazy: keep ``import handflow`` light
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'handflow' has no attribute {name!r}")
 

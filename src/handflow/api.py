@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from handflow.config import load_config
 from handflow.extras import require
+from handflow.hand.registry import load_hand_model as _load_hand_model
 
 __all__ = ["synthesize", "train", "evaluate", "load_hand_model"]
 
@@ -37,6 +39,7 @@ def synthesize(out: str | Path, frames: int = 2000, cameras: int = 16, image_siz
         >>> sorted(p.name for p in (root / "images").iterdir())
         ['test', 'train', 'val']
     """
+    # lazy: handflow.synthesize loads the synthetic-data package only when called
     from handflow.data.synth.generate import SynthConfig, generate
 
     out = Path(out)
@@ -71,7 +74,7 @@ def train(data: str | Path, out: str | Path, config: str | Path = "cpu", overrid
         ('last.ckpt', 64)
     """
     require("lightning", "train", "training")
-    from handflow.config import load_config
+    # lazy: Lightning is the [train] extra (require() above names it)
     from handflow.training.runner import train as run
 
     extra = [f"data.root={data}", f"train.out_dir={out}", *([f"model.kind={model}"] if model else [])]
@@ -109,6 +112,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
         (2, ['count', 'mean', 'sem', 'std'])
     """
     require("lightning", "train", "evaluation")
+    # lazy: the evaluation package (and Lightning, the [train] extra) loads only when called
     from handflow.evaluation import evaluate as run
 
     return run(checkpoint, data, out, split=split, samples=samples, **options)
@@ -126,6 +130,4 @@ def load_hand_model(name: str = "openhand", path: str | Path | None = None, **kw
         >>> out.joints.shape, out.vertices.shape[-1]
         (torch.Size([2, 21, 3]), 3)
     """
-    from handflow.hand.registry import load_hand_model as load
-
-    return load(name, path=path, **kwargs)
+    return _load_hand_model(name, path=path, **kwargs)

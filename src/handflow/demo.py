@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from handflow.constants import FINGER_NAMES, IH_TIPS, IH_WRIST, NUM_BETAS, NUM_MANO_JOINTS
+from handflow.extras import pyplot
 from handflow.hand.base import HandModel
 
 __all__ = ["run_demo", "hand_model_summary", "DemoSettings"]
@@ -61,8 +62,6 @@ def hand_model_summary(model: HandModel) -> str:
 
 
 def _plot_curves(metrics_csv: Path, path: Path) -> None:
-    from handflow.extras import pyplot
-
     plt = pyplot("training curves")
 
     rows = list(csv.DictReader(open(metrics_csv)))
@@ -81,6 +80,8 @@ def _plot_curves(metrics_csv: Path, path: Path) -> None:
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0) -> None:
     """Write the demo outputs under ``out`` (see the module docstring)."""
+    # lazy: `handflow hand` imports this module for hand_model_summary only; the demo's pipeline loads when it runs
+    # (and Lightning, the [train] extra: handflow.demo imports without it)
     from handflow.config import load_config
     from handflow.data import InterHandDataset
     from handflow.data.synth.generate import SynthConfig, generate

@@ -5,6 +5,8 @@ command body, so ``handflow --help`` stays fast. The command needs ``handflow[cl
 rich): without it ``handflow`` prints one line naming the extra and exits 1.
 """
 
+import sys
+
 try:
     from handflow.cli.app import app
 except ImportError as _missing:  # typer / click / rich not installed: the library works, the command does not
@@ -33,8 +35,6 @@ else:
 def main() -> None:
     """Console-script entry point."""
     if app is None:
-        import sys
-
         print(f"error: the handflow command needs {_MISSING}: install handflow[cli] (pip install 'handflow[cli]')",
               file=sys.stderr)
         raise SystemExit(1)

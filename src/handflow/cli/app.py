@@ -16,6 +16,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from handflow.errors import HandflowError
+
 __all__ = ["app", "debug_enabled", "configure_logging", "error_line"]
 
 #: environment variable that shows tracebacks (same as ``--verbose``)
@@ -30,8 +32,6 @@ def debug_enabled() -> bool:
 
 def error_line(exc: BaseException) -> str:
     """The one line the CLI prints for ``exc`` (no traceback)."""
-    from handflow.errors import HandflowError
-
     msg = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, (HandflowError, OSError)) or _is_lightning_config_error(exc):
         return f"error: {msg}"

@@ -16,6 +16,7 @@ def demo(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Run the demo on the embedded defaults (open hand model, synthetic data, CPU model)."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.demo import run_demo
 
     run_demo(out=out, quick=quick, seed=seed)

@@ -28,6 +28,7 @@ def evaluate(
 ) -> None:
     """Single-annotation MPJPE (z = 0 and best of N), min/max MPJPE over plausible annotations,
     MMD per alignment and sample spread of one checkpoint; rerun to resume."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.evaluation import RunMismatch
     from handflow.evaluation import evaluate as run
     from handflow.evaluation.scoring import summary_markdown

@@ -25,6 +25,7 @@ def features(
     Heads then train on them: `handflow train ... model.backbone_checkpoint=CKPT
     model.freeze_backbone=true data.features=OUT` (docs/evaluation.md, shared-feature protocol).
     """
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.data.features import cache_features
 
     meta = cache_features(checkpoint, data, out, tuple(s for s in splits.split(",") if s), batch_size=batch_size,

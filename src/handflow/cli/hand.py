@@ -17,6 +17,7 @@ def hand(
     seed: int = typer.Option(0, help="Seed of the prior sample."),
 ) -> None:
     """Draw the hand gallery of a hand model and print its summary."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.demo import hand_model_summary
     from handflow.hand import load_hand_model
     from handflow.viz.hands import plot_hand_gallery

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,7 @@ def multihands(
         return
     if data is None or out is None:
         raise typer.BadParameter("--data and --out are required (or use `handflow multihands show`)")
-    import json
-
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     import torch
 
     from handflow.config import build, read_yaml
@@ -94,6 +94,7 @@ def show(
     hand_model: str = typer.Option("openhand", help="Hand model of the dataset reader."),
 ) -> None:
     """Figure: all annotations of one image projected into it, and from two novel views."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     import torch
 
     from handflow.data.multihands_io import load
@@ -116,6 +117,7 @@ def show(
 
 def _load_image(data: Path, split: str, size: int, hand_model: str, image_id: int) -> Any:  # (3, S, S) tensor
     """The dataset crop of ``image_id`` (the same crop the annotations refer to)."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.data import InterHandDataset
 
     ds = InterHandDataset(data, split, size, hand_model=hand_model, augment=False)

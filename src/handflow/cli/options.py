@@ -48,6 +48,7 @@ def option_overrides(ctx: typer.Context, options: Mapping[str, str]) -> list[str
 
 def shard_option(text: str) -> tuple[int, int]:
     """``--shard i/n`` -> ``(i, n)``; a usage error otherwise (:func:`handflow.config.parse_shard`)."""
+    # lazy: keeps `handflow --help` fast (handflow.config loads omegaconf)
     from handflow.config import ConfigError, parse_shard
 
     try:

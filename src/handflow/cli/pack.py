@@ -27,6 +27,7 @@ def pack(
     Train from it with `handflow train ... data.packed=OUT` (augmentation runs on whole batches;
     docs/training.md, "Packed store and batched augmentation"). A rerun resumes an interrupted
     pack; a store made from other annotations or settings is refused."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.data.packed import pack_split
 
     for s in (s.strip() for s in split.split(",") if s.strip()):

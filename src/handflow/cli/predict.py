@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from handflow.cli.app import app
+from handflow.errors import HandflowError, InputError
 
 #: how many unmatched per-image keys are named in the warning
 _SHOWN_UNKNOWN = 5
@@ -45,7 +46,7 @@ def _floats(text: str | None, n: int, option: str, form: str) -> tuple[float, ..
 def _options(checkpoint: Path, out: Path, samples: int, bbox: str | None, focal: float | None, principal: str | None,
              camera: Path | None, per_image: Path | None, meshes: str | None, batch_size: int) -> _Options:
     """Check every option (and read the camera and per-image files) before anything is written."""
-    from handflow.errors import InputError
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.inference import (
         check_batch_size,
         check_box,
@@ -77,7 +78,7 @@ def _options(checkpoint: Path, out: Path, samples: int, bbox: str | None, focal:
 
 def _plan(images: list[Path], opts: _Options) -> tuple[list[Any], list[Path], list[str]]:
     """Expand the inputs and plan one job per image -> (jobs, missing paths, unmatched per-image keys)."""
-    from handflow.errors import InputError
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.inference import IMAGE_SUFFIXES, expand_inputs, plan_images
 
     found, missing = expand_inputs(images)
@@ -101,6 +102,7 @@ def _lift(keypoints: Path, checkpoint: Path | None, images: list[Path] | None, o
           meshes: str | None, html: bool, image_options: dict[str, object]) -> None:
     """``--keypoints FILE``: 2D-to-3D lifting (:func:`handflow.lifting.lifting_command`); the
     cameras come from the file, so the image options are refused."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.lifting import lifting_command
 
     given = [name for name, value in image_options.items() if value is not None] + (["--images"] if images else [])
@@ -132,7 +134,7 @@ def predict(
     batch_size: int = typer.Option(16, "--batch-size", help="Images per backbone pass; each batch is written when done."),
 ) -> None:
     """Predict the z = 0 estimate and samples for images; write arrays, figures and meshes."""
-    from handflow.errors import HandflowError
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.inference import MANIFEST, Manifest, iter_predictions, write_prediction
 
     if keypoints is not None:

@@ -57,6 +57,7 @@ def report(
     """Train HandFlowNet, the four baselines and four ablations for every seed, evaluate them
     and write the paper's tables, checks of its findings and figures (resumable: rerun the same
     command to continue; `--render` only rewrites the page; `--plan-only` prints the commands)."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.multihands.generate import parse_shard
     from handflow.pipeline.experiments import load_experiment
     from handflow.pipeline.plan import ReportPlan, check_plan

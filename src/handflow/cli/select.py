@@ -19,6 +19,7 @@ def select(
 ) -> None:
     """Score every periodic checkpoint by the run's own training loss on SPLIT and link the
     lowest as RUN/checkpoints/best.ckpt (scores in RUN/selection.json; a rerun reuses them)."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.training.select import select_checkpoint
 
     try:

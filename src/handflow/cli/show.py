@@ -22,6 +22,7 @@ def show(
     cache_dir: Path = typer.Option(None, help="Index cache folder when the dataset root is read-only."),
 ) -> None:
     """Draw the crop with 2D joints (visible filled, occluded hollow) and both hands' skeletons from the side."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.data import InterHandDataset
     from handflow.viz.sample import plot_item
 

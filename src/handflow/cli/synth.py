@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from handflow.cli.app import app
 from handflow.cli.options import CONFIG_HELP, SET_HELP, option_overrides, shard_option
@@ -50,8 +53,7 @@ def synth(
     Settings: the defaults, then --config FILE, then the options given, then --set KEY=VALUE.
     A rerun with the same settings resumes (finished shards are skipped); other settings are
     refused unless --overwrite is given. --workers and --progress may change between runs."""
-    import json
-
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.config import build, read_yaml
     from handflow.data.synth.generate import SynthConfig, find_shard_count, generate, merge
 
@@ -82,9 +84,6 @@ def synth(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"synthetic dataset in {out}")
     for c in ("split", "frames", "images", "sequences", "captures", "subjects"):
         t.add_column(c)

@@ -36,6 +36,7 @@ def train(
     """Train a model. Extra arguments are config overrides: loss.w_det=0 train.max_steps=500
     (or --set loss.w_det=0). Settings: the preset or YAML file, then the overrides, then the
     options given."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.config import check_hardware, load_config
     from handflow.training import train as run
 

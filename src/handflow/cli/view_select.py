@@ -24,6 +24,7 @@ def view_select(
     out: Path = typer.Option(Path("view_selection"), help="Output folder: view_selection.json/.md/.png."),
 ) -> None:
     """Regret of the best-ranked (lowest spread), worst-ranked and a random view per frame."""
+    # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     import numpy as np
 
     from handflow.evaluation.report_figures import view_selection_table
