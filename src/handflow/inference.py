@@ -902,7 +902,8 @@ def _write_meshes(p: Prediction, module: Any, base: Path, fmt: str) -> None:
     parts = []
     for side, color in (("right", (228, 87, 46, 255)), ("left", (46, 134, 171, 255))):
         m = trimesh.Trimesh(p.meshes[side][0].numpy(), hand.faces_for(side).numpy(), process=False)
-        m.visual.vertex_colors = color  # type: ignore[union-attr]  # a mesh built without texture has ColorVisuals
+        # a mesh built without texture has ColorVisuals (trimesh 4.0, the lower bound, leaves .visual untyped)
+        m.visual.vertex_colors = color  # type: ignore[union-attr, unused-ignore]
         parts.append(m)
     trimesh.util.concatenate(parts).export(f"{base}_z0.{ext}")
 
