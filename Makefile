@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DEMO_OUT ?= demo_out
 
-.PHONY: demo demo-quick test test-fast docs bench sysdeps clean
+.PHONY: demo demo-quick test test-fast test-lower-bounds docs bench sysdeps clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory sysdeps
@@ -38,6 +38,18 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
+# the suite with every dependency at its lower bound (tools/lower_bounds.py reads them from pyproject.toml),
+# in its own venv .venv-low (constraints.txt and the resolved versions, resolved.txt, are kept there); not in CI
+LOW_VENV ?= .venv-low
+test-lower-bounds:
+	@$(MAKE) --no-print-directory sysdeps
+	$(PYTHON) -m venv $(LOW_VENV)
+	$(LOW_VENV)/bin/python -m pip install -q --upgrade "pip>=24,<27"
+	$(LOW_VENV)/bin/python tools/lower_bounds.py > $(LOW_VENV)/constraints.txt
+	$(LOW_VENV)/bin/python -m pip install -q -e '.[all,test]' -c $(LOW_VENV)/constraints.txt
+	$(LOW_VENV)/bin/python -m pip freeze --exclude-editable > $(LOW_VENV)/resolved.txt
+	$(LOW_VENV)/bin/python -m pytest -n 2 -q
+
 # the documentation site with the API reference from the docstrings, offline (~7 s): build/site/index.html
 docs: $(VENV)/.installed
 	$(VENV)/bin/mkdocs build --strict
@@ -46,4 +58,4 @@ bench: $(VENV)/.installed
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(LOW_VENV) $(DEMO_OUT) .pytest_cache
