@@ -54,6 +54,14 @@ def test_batches_equal_the_per_item_path_with_and_without_augmentation(tiny_data
             _same_targets(_per_item(ds, idx), td.__getitems__(idx))
         single = td[3]
         assert single["K"].shape == (3, 3) and single["meta"]["index"] == 3
+    # the base's own augmentation is never baked into the stored targets (nor into their cache)
+    import handflow.data.targets as targets
+
+    augmenting = InterHandDataset(tiny_data, "train", SIZE, augment=True, seed=1, load_images=False)
+    targets._cache_file(augmenting).unlink(missing_ok=True)  # the cache is written from this base
+    from_augmenting = TargetsDataset(augmenting)
+    plain = InterHandDataset(tiny_data, "train", SIZE, load_images=False)
+    _same_targets(_per_item(plain, idx), from_augmenting.__getitems__(idx))
     moved = TargetsDataset(InterHandDataset(tiny_data, "train", SIZE, load_images=False), augment=True, seed=5)
     still = TargetsDataset(InterHandDataset(tiny_data, "train", SIZE, load_images=False), augment=False)
     assert not torch.allclose(moved.__getitems__([0, 1])["K"], still.__getitems__([0, 1])["K"])  # it did augment

@@ -18,6 +18,7 @@ as the DataLoader's ``collate_fn``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ __all__ = ["TargetsDataset", "item_targets", "split_targets", "augment_targets",
 log = logging.getLogger(__name__)
 
 #: bump when :func:`item_targets` changes what it computes (old caches are then ignored)
-TARGETS_VERSION = 1
+TARGETS_VERSION = 2  # 2: the targets of an augmenting base are its un-augmented ones (1 stored epoch 0's y)
 
 #: per-item integer metadata (tensors in a batch) and string metadata (lists of str)
 META_INT_KEYS = ("capture", "frame", "image_id", "index")
@@ -49,8 +50,9 @@ META_STR_KEYS = ("seq", "camera", "file_name")
 
 
 def item_targets(ds: InterHandDataset, i: int) -> dict[str, Any]:
-    """The un-augmented targets of item ``i`` of an ``InterHandDataset`` built without
-    augmentation, with what augmentation needs (float64 geometry, computed as the dataset does).
+    """The un-augmented targets of item ``i`` of an ``InterHandDataset``, with what augmentation
+    needs (float64 geometry, computed as the dataset does; the dataset's own augmentation, if
+    any, is not applied).
 
     Returns:
         ``K_full``/``K_crop`` (3, 3), ``joints_cam`` (42, 3), ``joint_valid``/``vis_base`` (42,)
@@ -58,6 +60,8 @@ def item_targets(ds: InterHandDataset, i: int) -> dict[str, Any]:
         ``rot_global`` (2, 3, 3) and ``root`` (2, 3) per side (zeros without parameters),
         ``has_params``, ``hand_type`` and the ``meta`` fields, as numpy values.
     """
+    if ds.augment:
+        ds = _unaugmented(ds)
     item = ds.annotation(i)
     valid = item["joint_valid"]
     K, camrot, campos = ds._camera(i)
@@ -76,6 +80,13 @@ def item_targets(ds: InterHandDataset, i: int) -> dict[str, Any]:
     return {"K_full": K.numpy(), "K_crop": Kc.numpy(), "joints_cam": joints.numpy(), "joint_valid": valid.numpy(),
             "vis_base": vis_base.numpy(), "y": item["y"].numpy(), "rot_global": rot.numpy(), "root": root.numpy(),
             "has_params": np.bool_(has), "hand_type": item["hand_type"], **{k: m[k] for k in META_INT_KEYS + META_STR_KEYS}}
+
+
+def _unaugmented(ds: InterHandDataset) -> InterHandDataset:
+    """A shallow copy of ``ds`` without augmentation (same index, hand model and caches)."""
+    view = copy.copy(ds)
+    view.augment = None
+    return view
 
 
 def rot_z_batch(angle: Tensor) -> Tensor:
@@ -169,7 +180,8 @@ def split_targets(ds: InterHandDataset) -> dict[str, np.ndarray]:
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable targets cache %s (%s)", path, e)
     t0 = time.perf_counter()
-    arrays = stack_records([item_targets(ds, i) for i in range(len(ds))])
+    base = _unaugmented(ds) if ds.augment else ds
+    arrays = stack_records([item_targets(base, i) for i in range(len(ds))])
     log.info("targets of %d items computed in %.1f s", len(ds), time.perf_counter() - t0)
     try:
         save_npz(path, arrays)
