@@ -13,6 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from handflow.atomic import write_json
 from handflow.errors import InputError
 from handflow.fingerprint import refuse_if_different
 from handflow.pipeline.experiments import DEFAULT_EXPERIMENT, Experiment, load_experiment
@@ -136,7 +137,7 @@ def check_plan(plan: ReportPlan) -> None:
         raise InputError("at least one seed is needed")
     if plan.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {plan.protocol!r}; choose one of {list(PROTOCOLS)}")
-    from handflow.models import model_class
+    from handflow.models import model_class  # lazy: torch only when a plan is checked, not when plan.json is read
 
     for what, kind in [("backbone kind", plan.backbone_kind), *((f"model kind of run {r}", exp.runs[r].kind) for r in plan.runs)]:
         try:
@@ -144,7 +145,7 @@ def check_plan(plan: ReportPlan) -> None:
         except ValueError as e:
             raise InputError(f"unknown {what}: {e}") from None
     if plan.device.startswith("cuda"):
-        import torch
+        import torch  # lazy: a cuda plan only
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but torch sees no GPU")
@@ -162,7 +163,6 @@ def save_plan(plan: ReportPlan) -> None:
         old = {**asdict(ReportPlan(work=plan.work, experiment=plan.experiment)), **json.loads(path.read_text())}
         refuse_if_different({k: old[k] for k in DEFINING}, {k: new[k] for k in DEFINING}, str(plan.root),
                             "use another --work folder")
-    from handflow.atomic import write_json
 
     write_json(path, new)
 

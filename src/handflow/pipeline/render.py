@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from handflow.atomic import write_text
 from handflow.pipeline.results import NONE, REFERENCE, ResultsTable
 from handflow.pipeline.stats import findings, fmt, view_selection
 
@@ -151,7 +152,7 @@ def render_page(t: ResultsTable, figure_prefix: str | None = None) -> str:
                             for n in t.runs for i, s in enumerate(t.seeds(n))]),
     }
     if vs:
-        from handflow.evaluation.report_figures import view_selection_table
+        from handflow.evaluation.report_figures import view_selection_table  # lazy: figures load torch and the data reader
 
         values["view_selection"] = _fill(sec["view_selection"], {"h": h, "fig": fig, "seed": min(vs),
                                                                  "table": view_selection_table(vs)})
@@ -177,7 +178,7 @@ class _FigureData:
 def draw_figures(t: ResultsTable, fig_dir: Path, prefix: str) -> list[Path]:
     """The page's figures into ``fig_dir``: MMD bars of Tables 2 and 3, view selection, spread vs
     error, and the sample figures (these run the reference model on three test images)."""
-    from handflow.evaluation import report_figures as figs
+    from handflow.evaluation import report_figures as figs  # lazy: matplotlib and torch, only when figures are drawn
 
     ctx, exp = t.context, t.context["experiment"]
     ref_run = ctx.get("reference_run", "flow")
@@ -200,7 +201,6 @@ def draw_figures(t: ResultsTable, fig_dir: Path, prefix: str) -> list[Path]:
 def write_page(t: ResultsTable, out_md: str | Path, figures: bool = True) -> Path:
     """Render the page into ``out_md`` (merged with the page already there, :func:`merge_page`)
     and, with ``figures``, draw its figures into ``<out_md folder>/figures``."""
-    from handflow.atomic import write_text
 
     out_md = Path(out_md)
     kp = t.context["plan"]["protocol"] == "keypoints"

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from handflow.atomic import atomic_path, write_json
 from handflow.errors import CorruptFileError, MissingFileError
 from handflow.pipeline.plan import ReportPlan, plan_command
 from handflow.pipeline.stages import backbone_stage, eval_stage, features_stage, finished_step, synth_settings, train_stage
@@ -138,7 +139,6 @@ def read_results(folder: str | Path) -> ResultsTable:
 def write_results(folder: Path, rows: list[tuple[str, int, int, str, float]], images: dict[str, np.ndarray],
                   context: dict[str, Any]) -> None:
     """Write ``results.csv`` (+ ``.parquet`` with pyarrow), ``images.csv`` and ``context.json``."""
-    from handflow.atomic import atomic_path, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "results.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -151,6 +151,7 @@ def write_results(folder: Path, rows: list[tuple[str, int, int, str, float]], im
         w.writerows(zip(*(images[k].tolist() for k in IMAGE_KEYS)))
     write_json(folder / "context.json", context)
     try:
+        # lazy: optional, Parquet is written only where pyarrow is installed
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
@@ -254,7 +255,7 @@ def gather(plan: ReportPlan, folder: str | Path, reference: bool = True) -> Resu
 def _reference_rows(plan: ReportPlan, runs: list[str]) -> list[tuple[str, int, int, str, float]]:
     """Every evaluate column for the mean training pose, from the first evaluated run's
     checkpoint (all runs share the training data); none without a checkpoint or data."""
-    from handflow.evaluation.chance import mean_pose_metrics
+    from handflow.evaluation.chance import mean_pose_metrics  # lazy: loads a checkpoint (torch), only for the reference row
 
     for n in runs:
         for s in sorted(plan.seeds):

@@ -14,9 +14,12 @@ import json
 import time
 from pathlib import Path
 
+from handflow.atomic import write_json
 from handflow.errors import InputError, MissingFileError
 from handflow.evaluation.jobs import run_jobs
 from handflow.pipeline.plan import ReportPlan, check_plan, load_plan, save_plan
+from handflow.pipeline.render import write_page
+from handflow.pipeline.results import gather
 from handflow.pipeline.stages import STAGES, plan_stages, shard_of
 
 __all__ = ["run_report", "render_report", "page_path", "TIMINGS", "DEFAULT_OUT"]
@@ -73,8 +76,6 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
 def render_report(plan: ReportPlan, out: str | Path | None = None, figures: bool = True) -> Path:
     """Gather ``plan``'s evaluations into the results table beside the page, then render the page
     from it (``--render``). Reads the work folder only."""
-    from handflow.pipeline.render import write_page
-    from handflow.pipeline.results import gather
 
     md = page_path(plan, out)
     table = gather(plan, md.parent)
@@ -83,7 +84,6 @@ def render_report(plan: ReportPlan, out: str | Path | None = None, figures: bool
 
 def _add_timing(plan: ReportPlan, stage: str, seconds: float) -> None:
     """Add ``seconds`` to ``stage`` in ``WORK/timings.json`` (wall time over every invocation)."""
-    from handflow.atomic import write_json
 
     path = plan.root / TIMINGS
     t = json.loads(path.read_text()) if path.exists() else {}

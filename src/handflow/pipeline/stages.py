@@ -22,6 +22,7 @@ from typing import Any
 from handflow.evaluation.jobs import Job, handflow_command
 from handflow.fingerprint import settings_fingerprint
 from handflow.pipeline.plan import ReportPlan
+from handflow.safeio import load_torch_file
 
 __all__ = ["Stage", "STAGES", "plan_stages", "plan_text", "training_done", "finished_step", "synth_settings",
            "train_stage", "eval_stage", "backbone_stage", "features_stage", "shard_of"]
@@ -68,7 +69,6 @@ def _saved_state(ckpt: Path) -> dict[str, Any] | None:
     file that would run code raises UnsafeFileError."""
     if not ckpt.exists():
         return None
-    from handflow.safeio import load_torch_file
 
     c = load_torch_file(ckpt, map_location="meta")
     return c if isinstance(c, dict) else {}
@@ -168,7 +168,7 @@ def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, worker
 
 
 def _features_done(plan: ReportPlan) -> bool:
-    from handflow.data.features import FEATURES_META
+    from handflow.data.features import FEATURES_META  # lazy: the feature reader loads torch; plans of other protocols need none
 
     meta = plan.features / FEATURES_META
     return meta.exists() and {"train", "val", "test"} <= set(json.loads(meta.read_text()).get("splits", {}))

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from handflow.evaluation.viewselect import view_selection as vs
+
 __all__ = ["fmt", "paired_difference", "findings", "view_selection", "view_selection_findings",
            "DETMAG_SPREAD_RATIO", "VS_REGRET_RATIO", "VS_MIN_SPEARMAN", "MIN_GAP_MM"]
 
@@ -96,7 +98,6 @@ def findings(t: Any, exp: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
 
 def view_selection(t: Any, run: str) -> dict[int, dict[str, Any]]:
     """Sec. 5.8 per seed of ``run`` (:func:`handflow.evaluation.viewselect.view_selection`)."""
-    from handflow.evaluation.viewselect import view_selection as vs
 
     return {s: vs(t.columns(run, s), alignment="all") for s in t.seeds(run)} if run in t else {}
 
