@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from handflow.config import ConfigError
-from handflow.data.features import FeatureCacheError, FeatureDataset, backbone_digest, cache_features, load_split_features
+from handflow.data.features import FeatureCacheError, FeatureDataset, backbone_digest, load_split_features
 from handflow.data.interhand import InterHandDataset
+from handflow.pipeline.features import cache_features
 from handflow.training import load_checkpoint
 from tests.conftest import tiny_cfg, tiny_train
 

@@ -26,7 +26,7 @@ def features(
     model.freeze_backbone=true data.features=OUT` (docs/evaluation.md, shared-feature protocol).
     """
     # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
-    from handflow.data.features import cache_features
+    from handflow.pipeline.features import cache_features
 
     meta = cache_features(checkpoint, data, out, tuple(s for s in splits.split(",") if s), batch_size=batch_size,
                           num_workers=workers, device=device, progress=progress)
