@@ -60,3 +60,31 @@ def test_import_contract_holds() -> None:
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([str(lint)], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def _layer_rows(rows: list[str]) -> list[set[str]]:
+    return [{n.strip().removeprefix("handflow.").split(" ")[0] for n in r.replace(":", "|").split("|") if n.strip()}
+            for r in rows]
+
+
+def test_architecture_picture_is_the_contract_and_covers_the_tree() -> None:
+    """docs/architecture.md's picture lists the contract's layers, in order, and every top-level
+    module of the package is in one of them (outside: ``testing``, fixtures for the tests, and
+    ``configs``, package data)."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    contract = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    doc = (root / "docs" / "architecture.md").read_text()
+    block = re.search(r"```\n(.*?)```", doc, re.S).group(1)
+    picture = [re.split(r"\s{2,}", line.strip())[0] for line in block.splitlines() if line.strip()]
+    assert _layer_rows(picture) == _layer_rows(contract)
+    listed = set().union(*_layer_rows(contract))
+    src = root / "src" / "handflow"
+    tree = {p.stem for p in src.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    tree |= {p.name for p in src.iterdir() if (p / "__init__.py").is_file()}
+    assert tree - listed == {"testing", "configs"}, sorted(tree - listed)
+    assert not listed - tree, sorted(listed - tree)
