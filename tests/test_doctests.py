@@ -102,6 +102,8 @@ class _Checker(ast.NodeVisitor):
             if isinstance(base, _Instance):
                 if not hasattr(base.cls, node.attr) and not _is_field(base.cls, node.attr):
                     self.errors.append(f"{self.where}:{node.lineno}: {base.cls.__name__} has no attribute {node.attr!r}")
+                if inspect.isfunction(inspect.getattr_static(base.cls, node.attr, None)):
+                    return _Method(getattr(base.cls, node.attr))  # a plain method: its call is checked
                 return _UNKNOWN
             if not hasattr(base, node.attr):
                 self.errors.append(f"{self.where}:{node.lineno}: {getattr(base, '__name__', base)!r} has no attribute "
@@ -137,6 +139,8 @@ class _Checker(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         self.generic_visit(node)
         func = self.resolve(node.func)
+        if isinstance(func, _Method):
+            func = func.unbound_self()
         if func is _UNKNOWN or not callable(func) or any(isinstance(a, ast.Starred) for a in node.args):
             return
         if not (getattr(func, "__module__", "") or "").startswith("handflow"):
@@ -157,6 +161,21 @@ class _Checker(ast.NodeVisitor):
 class _Instance:
     def __init__(self, cls: type) -> None:
         self.cls = cls
+
+
+class _Method:
+    """A method of a handflow class, called on an instance: checked without its ``self``."""
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+
+    def unbound_self(self) -> Any:
+        def call(*args: Any, **kwargs: Any) -> None: ...
+
+        sig = inspect.signature(self.func)
+        call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+        call.__module__, call.__qualname__ = self.func.__module__, self.func.__qualname__
+        return call
 
 
 def _is_field(cls: type, name: str) -> bool:
