@@ -19,10 +19,14 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import doctest
 import importlib
 import inspect
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +348,25 @@ def _sandbox(template: Path, dest: Path) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def _alarm(seconds: float, what: str) -> Iterator[None]:
+    """Raise in the main thread after ``seconds`` (SIGALRM; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what} still running after {seconds:.0f} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @pytest.mark.parametrize("where,line,code,directives", RUN_BLOCKS, ids=[f"{f}:{n}" for f, n, _, _ in RUN_BLOCKS])
 def test_docs_python_blocks_run(where: str, line: int, code: str, directives: list[str], doc_template: Path,
                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,7 +386,8 @@ def test_docs_python_blocks_run(where: str, line: int, code: str, directives: li
     tree = compile(run, f"{where}:{line}", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     ast.increment_lineno(tree, line - 1)
     t0 = time.perf_counter()
-    exec(compile(tree, where, "exec", dont_inherit=True), namespace)
+    with _alarm(3 * BLOCK_BUDGET_S, f"{where}:{line}"):  # a block that hangs fails instead of stalling the suite
+        exec(compile(tree, where, "exec", dont_inherit=True), namespace)
     took = time.perf_counter() - t0
     assert took < BLOCK_BUDGET_S, f"{where}:{line} took {took:.1f} s (budget {BLOCK_BUDGET_S} s): shrink it with a directive"
 
@@ -371,6 +395,14 @@ def test_docs_python_blocks_run(where: str, line: int, code: str, directives: li
 def test_external_directives_name_blocks() -> None:
     firsts = {(f, c.splitlines()[0]) for f, _, c, _ in RUN_BLOCKS}
     assert not set(EXTERNAL_DIRECTIVES) - firsts, "EXTERNAL_DIRECTIVES names a block the docs no longer have"
+
+
+def test_every_directive_is_above_a_block() -> None:
+    """A ``doctest:`` comment that is not right above a fence (moved, or a blank paragraph
+    between) would be ignored silently."""
+    used = sum(len(d) for _, _, _, d in RUN_BLOCKS) - sum(len(v) for v in EXTERNAL_DIRECTIVES.values())
+    written = sum(len(_DIRECTIVE.findall(f.read_text(encoding="utf-8"))) for f in DOC_FILES)
+    assert used == written, f"{written - used} doctest comment(s) in the docs are not right above a ```python fence"
 
 
 def test_docs_skips_are_few() -> None:
