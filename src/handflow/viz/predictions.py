@@ -30,8 +30,8 @@ from handflow.metrics.spread import per_joint_spread
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_prediction", "plot_skeleton_set", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton", "draw_skeletons",
-           "NOVEL_VIEWS", "PLOTLY_JS", "write_plotly_js"]
+__all__ = ["plot_prediction", "plot_skeleton_set", "write_samples_html", "novel_view", "to_uint8_image", "draw_skeleton",
+           "draw_skeletons", "NOVEL_VIEWS", "PLOTLY_JS", "write_plotly_js"]
 
 HAND_COLORS = ("#e4572e", "#2e86ab")  # right, left
 #: the plotly.js library written next to the HTML views (one copy per folder)
