@@ -12,7 +12,7 @@ DEMO_OUT ?= demo_out
 $(VENV)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory sysdeps
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24,<27"
+	$(PIP) install -q --upgrade "pip>=24"
 	$(PIP) install -q -e '.[all,test]'
 	@touch $@
 
@@ -44,7 +44,7 @@ LOW_VENV ?= .venv-low
 test-lower-bounds:
 	@$(MAKE) --no-print-directory sysdeps
 	$(PYTHON) -m venv $(LOW_VENV)
-	$(LOW_VENV)/bin/python -m pip install -q --upgrade "pip>=24,<27"
+	$(LOW_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
 	$(LOW_VENV)/bin/python tools/lower_bounds.py > $(LOW_VENV)/constraints.txt
 	$(LOW_VENV)/bin/python -m pip install -q -e '.[all,test]' -c $(LOW_VENV)/constraints.txt
 	$(LOW_VENV)/bin/python -m pip freeze --exclude-editable > $(LOW_VENV)/resolved.txt
