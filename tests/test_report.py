@@ -477,3 +477,18 @@ def test_plan_command_options_are_report_options() -> None:
     assert {opt for opt, _ in OPTIONS} | {"--work", "--seeds", "--runs"} <= names
     fixed = {"mh_test_num", "mh_train_rounds", "mh_train_proposals", "data_seed", "extra_overrides"}  # not options (yet)
     assert {f.name for f in fields(ReportPlan)} == {k for _, k in OPTIONS} | {"work", "seeds", "runs"} | fixed
+
+
+def test_a_partial_run_says_which_seeds_its_tables_hold(fake_bench, tmp_path) -> None:
+    """A plan whose evaluations are not all done (a run in progress) names the seeds the tables
+    average over and how many evaluations are missing; a complete one just lists its seeds."""
+    import shutil
+
+    from handflow.pipeline.render import render_page
+
+    full = render_page(gather(fake_bench, tmp_path / "a", reference=False))
+    assert "seeds 0, 1; the tables show" in full
+    for n in MEANS:
+        shutil.rmtree(fake_bench.eval_dir(n, 1))
+    partial = render_page(gather(fake_bench, tmp_path / "b", reference=False))
+    assert f"seeds 0 (the plan has seeds 0, 1: {len(MEANS)} of {2 * len(MEANS)} evaluations done;" in partial

@@ -111,6 +111,20 @@ def _paragraphs(sec: dict[str, str], ctx: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _seeds_text(t: ResultsTable, plan: dict[str, Any]) -> str:
+    """The seeds the tables average over; while evaluations of the plan are missing (a run in
+    progress), which seeds the plan has and how many evaluations are done, so a partial page
+    never reads as the full one."""
+    planned = [int(s) for s in plan["seeds"]]
+    done = {(n, s) for n in t.runs for s in t.seeds(n)}
+    total = len(plan["runs"]) * len(planned)
+    shown = sorted({s for _, s in done})
+    if len(done) >= total and shown == sorted(planned):
+        return ", ".join(map(str, planned))
+    return (f"{', '.join(map(str, shown)) or 'none'} (the plan has seeds {', '.join(map(str, planned))}: "
+            f"{len(done)} of {total} evaluations done; rerun the command to complete them)")
+
+
 def render_page(t: ResultsTable, figure_prefix: str | None = None) -> str:
     """The page (or, for the keypoint protocol, its part) from the table and its context."""
     ctx, sec = t.context, template_sections()
@@ -127,7 +141,7 @@ def render_page(t: ResultsTable, figure_prefix: str | None = None) -> str:
         "title": KP_PART_TITLE if kp else TITLE, "h": h, "fig": fig,
         "status_section": "The keypoint-evidence protocol" if kp else "Status of the benchmark",
         "command": ctx["command"], "device": ev.get("device") or plan["device"], "preset": plan["preset"],
-        "steps": plan["steps"], "seeds": ", ".join(map(str, plan["seeds"])), "synth": ctx["synth"],
+        "steps": plan["steps"], "seeds": _seeds_text(t, plan), "synth": ctx["synth"],
         "splits": _splits(ctx.get("splits") or {}), "image_size": plan["image_size"],
         **{k: plan[k] for k in ("mh_test_num", "mh_train_num", "mh_train_rounds", "mh_train_proposals", "samples")},
         "num_images": ev.get("num_images") or "?", "num_images_multihands": ev.get("num_images_multihands") or "?",
