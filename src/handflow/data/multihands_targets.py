@@ -35,7 +35,8 @@ from handflow.constants import PARAM_DIM
 from handflow.data.multihands_io import MultiHandsRecord, load
 from handflow.params import TwoHandState, params_from_state, state_from_params
 
-__all__ = ["attach_multihands", "MultiHandsDataset", "BatchedAttach", "FRAME_TOLERANCE_MM", "FRAME_TOLERANCE_ROT"]
+__all__ = ["attach_multihands", "to_item_frames", "MultiHandsDataset", "BatchedAttach", "FRAME_TOLERANCE_MM",
+           "FRAME_TOLERANCE_ROT"]
 
 #: the stored ground truth mapped into the item's frame must match the item's within these
 FRAME_TOLERANCE_MM = 1.0
@@ -50,25 +51,44 @@ def _image_size(item: dict[str, Any], image_size: int | None) -> int:
     raise ValueError("attach_multihands: pass image_size (the item has no image to read it from)")
 
 
-def _to_item_frame(rec: MultiHandsRecord, y_item: Tensor, K_item: Tensor, size: int, n: int, image_id: int) -> Tensor:
-    """(n, 218) annotations of ``rec`` re-expressed in the item's frame and crop."""
+def to_item_frames(gt_mh: Tensor, K_mh: Tensor, mh_size: int, params: Tensor, y_item: Tensor, K_item: Tensor, size: int,
+                   image_ids: list[int]) -> Tensor:
+    """Annotations re-expressed in their items' frames and crops (the per-item and the batched
+    paths share this).
+
+    Args:
+        gt_mh: (b, 218) stored ground truths, ``K_mh`` (b, 3, 3) their crops at ``mh_size`` px.
+        params: (b, R, 218) stored annotations (same crops).
+        y_item: (b, 218) the items' ground truths, ``K_item`` (b, 3, 3) their crops at ``size`` px.
+        image_ids: the items' image ids (for the error message).
+
+    Returns:
+        (b, R, 218) float64.
+
+    Raises:
+        ValueError: a stored ground truth does not match its item (annotations of other data).
+    """
     dt = torch.float64
-    K_mh = torch.as_tensor(rec.K, dtype=dt)
-    gt_mh = state_from_params(torch.as_tensor(rec.gt_params, dtype=dt)[None], K_mh[None], rec.image_size)
-    gt_it = state_from_params(y_item.to(dt)[None], K_item.to(dt)[None], size)
-    R_aug = gt_it.rotmats[0, 0, 0] @ gt_mh.rotmats[0, 0, 0].T
-    rot_err = (R_aug @ gt_mh.rotmats[0, 1, 0] - gt_it.rotmats[0, 1, 0]).abs().max()
-    root_err = (gt_mh.root[0] @ R_aug.T - gt_it.root[0]).norm(dim=-1).max()
-    if rot_err > FRAME_TOLERANCE_ROT or root_err > FRAME_TOLERANCE_MM:
+    b, R = params.shape[:2]
+    K_mh, K_it = K_mh.to(dt), K_item.to(dt)
+    st_mh = state_from_params(gt_mh.to(dt), K_mh, mh_size)
+    st_it = state_from_params(y_item.to(dt), K_it, size)
+    R_aug = st_it.rotmats[:, 0, 0] @ st_mh.rotmats[:, 0, 0].transpose(1, 2)
+    rot_err = (R_aug @ st_mh.rotmats[:, 1, 0] - st_it.rotmats[:, 1, 0]).abs().flatten(1).amax(1)
+    root_err = (st_mh.root @ R_aug.transpose(1, 2) - st_it.root).norm(dim=-1).amax(1)
+    bad = ((rot_err > FRAME_TOLERANCE_ROT) | (root_err > FRAME_TOLERANCE_MM)).nonzero().flatten()
+    if len(bad):
+        k = int(bad[0])
         raise ValueError(
-            f"image {image_id}: the MultiHands ground truth does not match the dataset item "
-            f"(wrist off by {float(root_err):.2f} mm, orientation by {float(rot_err):.2e}); were the "
+            f"image {int(image_ids[k])}: the MultiHands ground truth does not match the dataset item "
+            f"(wrist off by {float(root_err[k]):.2f} mm, orientation by {float(rot_err[k]):.2e}); were the "
             "annotations generated from this dataset, split and hand model?")
-    st = state_from_params(torch.as_tensor(rec.params[:n], dtype=dt), K_mh.expand(n, 3, 3), rec.image_size)
+    st = state_from_params(params.reshape(b * R, PARAM_DIM).to(dt), K_mh.repeat_interleave(R, 0), mh_size)
+    Rr = R_aug.repeat_interleave(R, 0)
     rot = st.rotmats.clone()
-    rot[:, :, 0] = R_aug @ rot[:, :, 0]
-    moved = TwoHandState(rot, st.betas, st.root @ R_aug.T)
-    return params_from_state(moved, K_item.to(dt).expand(n, 3, 3), size)
+    rot[:, :, 0] = Rr[:, None] @ rot[:, :, 0]
+    moved = TwoHandState(rot, st.betas, st.root @ Rr.transpose(1, 2))
+    return params_from_state(moved, K_it.repeat_interleave(R, 0), size).reshape(b, R, PARAM_DIM)
 
 
 def attach_multihands(
@@ -102,7 +122,10 @@ def attach_multihands(
         n = 0 if rec is None else min(n_max - 1, rec.params.shape[0])
         if n > 0:
             size = _image_size(item, image_size)
-            multi_y[1 : 1 + n] = _to_item_frame(rec, y_item, torch.as_tensor(item["K"]), size, n, iid).to(y_item.dtype)
+            mapped = to_item_frames(torch.as_tensor(rec.gt_params)[None], torch.as_tensor(rec.K)[None], rec.image_size,
+                                    torch.as_tensor(rec.params[:n])[None], y_item[None], torch.as_tensor(item["K"])[None], size,
+                                    [iid])
+            multi_y[1 : 1 + n] = mapped[0].to(y_item.dtype)
             valid[1 : 1 + n] = True
     n_valid = int(valid.sum())
     theta = zlib.crc32(f"{seed}:{iid}".encode()) % n_valid if n_valid else 0
@@ -205,32 +228,11 @@ class BatchedAttach:
         multi_y[has, 0] = y[has]
         sel = (n > 0).nonzero().flatten()
         if len(sel):
-            multi_y[sel, 1:] = self._to_item_frame(y[sel], batch["K"][sel], it[sel], batch["meta"]["image_id"][sel]).to(y.dtype)
+            i = it[sel]
+            mapped = to_item_frames(self.gt[i], self.K[i], self.mh_size, self.params[i, :R], y[sel], batch["K"][sel], self.size,
+                                    batch["meta"]["image_id"][sel].tolist())
+            multi_y[sel, 1:] = mapped.to(y.dtype)
             multi_y[:, 1:] = torch.where(valid[:, 1:, None], multi_y[:, 1:], torch.zeros((), dtype=y.dtype))
         n_valid = valid.sum(1)
         theta = torch.where(n_valid > 0, self.crc[it] % n_valid.clamp_min(1), torch.zeros_like(n_valid))
         return {**batch, "multi_y": multi_y, "multi_valid": valid, "multi_theta": theta}
-
-    def _to_item_frame(self, y_item: Tensor, K_item: Tensor, it: Tensor, image_ids: Tensor) -> Tensor:
-        """(b, n_max − 1, 218): the stored annotations of items ``it`` in their batch frames."""
-        dt, R = torch.float64, self.n_max - 1
-        K_mh, K_it = self.K[it].to(dt), K_item.to(dt)
-        gt_mh = state_from_params(self.gt[it].to(dt), K_mh, self.mh_size)
-        gt_it = state_from_params(y_item.to(dt), K_it, self.size)
-        R_aug = gt_it.rotmats[:, 0, 0] @ gt_mh.rotmats[:, 0, 0].transpose(1, 2)
-        rot_err = (R_aug @ gt_mh.rotmats[:, 1, 0] - gt_it.rotmats[:, 1, 0]).abs().flatten(1).amax(1)
-        root_err = (gt_mh.root @ R_aug.transpose(1, 2) - gt_it.root).norm(dim=-1).amax(1)
-        bad = ((rot_err > FRAME_TOLERANCE_ROT) | (root_err > FRAME_TOLERANCE_MM)).nonzero().flatten()
-        if len(bad):
-            k = int(bad[0])
-            raise ValueError(
-                f"image {int(image_ids[k])}: the MultiHands ground truth does not match the dataset item "
-                f"(wrist off by {float(root_err[k]):.2f} mm, orientation by {float(rot_err[k]):.2e}); were the "
-                "annotations generated from this dataset, split and hand model?")
-        b = len(it)
-        st = state_from_params(self.params[it].reshape(b * R, PARAM_DIM).to(dt), K_mh.repeat_interleave(R, 0), self.mh_size)
-        Rr = R_aug.repeat_interleave(R, 0)
-        rot = st.rotmats.clone()
-        rot[:, :, 0] = Rr[:, None] @ rot[:, :, 0]
-        moved = TwoHandState(rot, st.betas, st.root @ Rr.transpose(1, 2))
-        return params_from_state(moved, K_it.repeat_interleave(R, 0), self.size).reshape(b, R, PARAM_DIM)
