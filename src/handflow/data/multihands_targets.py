@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from handflow.constants import PARAM_DIM
 from handflow.data.multihands_io import MultiHandsRecord, load
+from handflow.data.targets import single_item
 from handflow.params import TwoHandState, params_from_state, state_from_params
 
 __all__ = ["attach_multihands", "to_item_frames", "MultiHandsDataset", "BatchedAttach", "FRAME_TOLERANCE_MM",
@@ -164,8 +165,7 @@ class MultiHandsDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if self._attach is not None:
-            b = self.__getitems__([i])
-            return {k: (v[0] if isinstance(v, (Tensor, list)) else {m: w[0] for m, w in v.items()}) for k, v in b.items()}
+            return single_item(self.__getitems__([i]))
         return attach_multihands(self.base[i], self.records, self.n_max, self.image_size, self.seed)
 
     def __getitems__(self, idx: list[int]) -> Any:

@@ -55,7 +55,7 @@ from handflow.data.crop import FILL_VALUE, warp_to_crop
 from handflow.data.datamodule import EpochShuffleSampler, InterHandDataModule, worker_init
 from handflow.data.index import annotation_paths
 from handflow.data.interhand import InterHandDataset
-from handflow.data.targets import META_INT_KEYS, META_STR_KEYS, augment_targets, item_targets, stack_records
+from handflow.data.targets import META_INT_KEYS, META_STR_KEYS, augment_targets, item_targets, single_item, stack_records
 from handflow.errors import HandflowError
 from handflow.fingerprint import check_or_record
 
@@ -418,8 +418,7 @@ class PackedDataset(torch.utils.data.Dataset):
                 "meta": meta}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        b = self.__getitems__([i])
-        return {k: (v[0] if isinstance(v, (Tensor, list)) else {m: w[0] for m, w in v.items()}) for k, v in b.items()}
+        return single_item(self.__getitems__([i]))
 
     def annotation(self, i: int) -> dict[str, Any]:
         """Un-augmented targets of item ``i`` (no image), as ``InterHandDataset.annotation``."""

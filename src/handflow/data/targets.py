@@ -36,7 +36,7 @@ from handflow.geometry.camera import crop_intrinsics, project, square_bbox, worl
 from handflow.geometry.root import root_to_uvs
 from handflow.geometry.rotations import matrix_to_rot6d
 
-__all__ = ["TargetsDataset", "item_targets", "split_targets", "augment_targets", "rot_z_batch", "collate_batched",
+__all__ = ["TargetsDataset", "item_targets", "split_targets", "augment_targets", "rot_z_batch", "collate_batched", "single_item",
            "META_INT_KEYS", "META_STR_KEYS"]
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,11 @@ def augment_targets(t: dict[str, Tensor], size: int, angle: Tensor | None, scale
             "visible": t["vis_base"] & inside & valid, "y": y, "Rz": Rz, "K_crop64": Kc}
 
 
+def single_item(batch: dict[str, Any]) -> dict[str, Any]:
+    """The one item of a collated batch of one (tensors and lists indexed, the ``meta`` dict too)."""
+    return {k: (v[0] if isinstance(v, (Tensor, list)) else {m: w[0] for m, w in v.items()}) for k, v in batch.items()}
+
+
 def collate_batched(batch: Any) -> Any:
     """DataLoader ``collate_fn`` for datasets whose ``__getitems__`` returns the collated batch."""
     return batch
@@ -236,5 +241,4 @@ class TargetsDataset(torch.utils.data.Dataset):
                 "hand_type": [str(s) for s in self.strings["hand_type"][names]], "meta": meta}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        b = self.__getitems__([i])
-        return {k: (v[0] if isinstance(v, (Tensor, list)) else {m: w[0] for m, w in v.items()}) for k, v in b.items()}
+        return single_item(self.__getitems__([i]))
