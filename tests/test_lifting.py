@@ -14,14 +14,14 @@ from handflow.constants import NUM_JOINTS
 from handflow.errors import InputError, MissingFileError
 from handflow.geometry.camera import project
 from handflow.lifting import (
-    SHIPPED_MODEL,
+    LIFTING_MODEL,
     crop_geometry,
-    export_lifting_model,
     lifting_command,
     load_lifting_model,
     predict_from_keypoints,
     read_keypoints_file,
 )
+from handflow.models.shipped import export_weights, shipped_path
 
 DOCS_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "lifting_example.json"
 
@@ -114,7 +114,7 @@ def test_docs_example_parses() -> None:
 def test_exported_weights_load_safely_and_predict_the_same(tiny_data, kp_ckpt, tmp_path) -> None:
     from handflow.safeio import load_torch_file
 
-    out = export_lifting_model(kp_ckpt, tmp_path / "w.pt", note={"test": 1})
+    out = export_weights(kp_ckpt, tmp_path / "w.pt", note={"test": 1})
     torch.load(out, weights_only=True)  # plain data and tensors only
     assert load_torch_file(out)["handflow"]["note"] == {"test": 1}
     uv, valid, K, _ = _full_image_view(tiny_data)
@@ -124,11 +124,7 @@ def test_exported_weights_load_safely_and_predict_the_same(tiny_data, kp_ckpt, t
 
 
 def test_shipped_model(tiny_data) -> None:
-    from importlib import resources
-
-    path = Path(str(resources.files("handflow").joinpath("assets", SHIPPED_MODEL)))
-    if not path.is_file():
-        pytest.skip("no shipped lifting model in this checkout")
+    path = shipped_path(LIFTING_MODEL)
     assert path.stat().st_size < 5_000_000
     inputs = read_keypoints_file(DOCS_EXAMPLE)
     p = predict_from_keypoints(None, inputs[0].keypoints, inputs[0].confidence, K=inputs[0].K, samples=5)[0]

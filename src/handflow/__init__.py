@@ -19,7 +19,7 @@ Sub-packages follow the architecture:
 The top level (each with an example that runs as a doctest, ``tests/test_api.py``):
 :func:`load_model` (a checkpoint as a plain ``nn.Module`` predictor, no Lightning),
 :func:`predict`, :func:`predict_from_keypoints`, :func:`train`, :func:`evaluate`,
-:func:`synthesize`, :func:`load_hand_model`. Optional parts need extras (:mod:`handflow.extras`).
+:func:`synthesize`, :func:`load_hand_model`, :func:`pretrained`. Optional parts need extras (:mod:`handflow.extras`).
 """
 
 import importlib
@@ -39,6 +39,7 @@ _LAZY = {
     "evaluate": "handflow.api",
     "synthesize": "handflow.api",
     "load_hand_model": "handflow.api",
+    "pretrained": "handflow.api",  # the models shipped with the package (handflow.models.shipped)
     "predict_from_keypoints": "handflow.lifting",  # lifting 2D keypoints (docs/lifting.md)
 }
 

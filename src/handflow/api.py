@@ -1,5 +1,5 @@
 """The top-level functions of ``import handflow`` that wrap a sub-package in plain arguments:
-:func:`synthesize`, :func:`train`, :func:`evaluate`, :func:`load_hand_model`. (:func:`handflow.predict`
+:func:`synthesize`, :func:`train`, :func:`evaluate`, :func:`load_hand_model`, :func:`pretrained`. (:func:`handflow.predict`
 lives in :mod:`handflow.inference`, :func:`handflow.load_model` in :mod:`handflow.predictor`.)
 
 Each example runs as a doctest (``tests/test_api.py``), on tiny sizes.
@@ -15,7 +15,7 @@ from handflow.config import load_config
 from handflow.extras import require
 from handflow.hand.registry import load_hand_model as _load_hand_model
 
-__all__ = ["synthesize", "train", "evaluate", "load_hand_model"]
+__all__ = ["synthesize", "train", "evaluate", "load_hand_model", "pretrained"]
 
 
 def synthesize(out: str | Path, frames: int = 2000, cameras: int = 16, image_size: int = 256, seed: int = 0, *,
@@ -131,3 +131,38 @@ def load_hand_model(name: str = "openhand", path: str | Path | None = None, **kw
         (torch.Size([2, 21, 3]), 3)
     """
     return _load_hand_model(name, path=path, **kwargs)
+
+
+def pretrained(name: str = "synthetic", device: str | Any = "cpu") -> Any:
+    """A model shipped with the package, ready to predict (weights only, read with
+    ``weights_only=True``; nothing is downloaded; :mod:`handflow.models.shipped` lists them).
+
+    Args:
+        name: ``"synthetic"`` (the image model, trained on the synthetic two-hand data with the
+            open hand model; docs/training.md, "Shipped model") or ``"lifting"`` (2D keypoints to
+            3D; docs/lifting.md).
+        device: where an image model runs.
+
+    Returns:
+        an image model as a :class:`~handflow.predictor.Predictor` (``predictor(images, samples=S)``);
+        the lifting model as a :class:`~handflow.lifting.LiftingModel` for
+        :func:`handflow.predict_from_keypoints`.
+
+    Raises:
+        InputError: an unknown name. MissingFileError: the file is missing from this install.
+
+    Examples:
+        >>> import handflow
+        >>> lifter = handflow.pretrained("lifting")
+        >>> lifter.cfg.model.backbone, lifter.cfg.data.hand_model
+        ('keypoints', 'openhand')
+    """
+    # lazy: the networks (torchvision, ~2 s) load only when a model is asked for
+    from handflow.lifting import load_lifting_model
+    from handflow.models.shipped import SHIPPED, shipped_path
+    from handflow.predictor import Predictor
+
+    path = shipped_path(name)
+    if SHIPPED[name].kind == "keypoints":
+        return load_lifting_model(path)
+    return Predictor.from_checkpoint(path, device)

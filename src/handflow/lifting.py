@@ -9,7 +9,7 @@ enlarged by :data:`~handflow.data.interhand.BBOX_SCALE`), the evidence from the 
 joints (no noise at inference), and the model returns the z = 0 estimate and samples as the
 same :class:`~handflow.inference.Prediction` objects as image prediction.
 
-Without a checkpoint the shipped lifting model (:data:`SHIPPED_MODEL`, weights only, read with
+Without a checkpoint the shipped lifting model (:data:`LIFTING_MODEL`, weights only, read with
 ``weights_only=True``) is used.
 
 Examples:
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,18 +39,19 @@ from handflow.inference import Prediction, check_finite, parse_camera, write_pre
 from handflow.models.base import decode_joints
 from handflow.models.checkpoint import load_model
 from handflow.models.keypoint_encoder import build_evidence
+from handflow.models.shipped import shipped_path
 from handflow.predictor import hand_model_of
-from handflow.safeio import load_torch_file
 
 if TYPE_CHECKING:
     from handflow.hand.base import HandModel
     from handflow.models.base import HandPoseModel
 
-__all__ = ["predict_from_keypoints", "lifting_command", "read_keypoints_file", "load_lifting_model", "export_lifting_model",
-           "KeypointInput", "LiftingModel", "SHIPPED_MODEL", "HAND_ORDERS", "VISIBLE_THRESHOLD"]
+__all__ = ["predict_from_keypoints", "lifting_command", "read_keypoints_file", "load_lifting_model",
+           "KeypointInput", "LiftingModel", "LIFTING_MODEL", "HAND_ORDERS", "VISIBLE_THRESHOLD"]
 
-#: the shipped lifting model, package data (docs/lifting.md: how it was trained and tested)
-SHIPPED_MODEL = "lifting_flow.pt"
+#: the name of the shipped lifting model (:data:`handflow.models.shipped.SHIPPED`; docs/lifting.md: how it was
+#: trained and tested)
+LIFTING_MODEL = "lifting"
 #: joint orders understood in the JSON input (``"hand_order"``)
 HAND_ORDERS = ("interhand",)
 #: a joint with confidence above this is visible evidence; the others are hidden (coordinates ignored)
@@ -67,10 +67,6 @@ class KeypointInput:
 
 
 # ----------------------------------------------------------------------------- model
-def _shipped_path() -> Path:
-    return Path(str(resources.files("handflow").joinpath("assets").joinpath(SHIPPED_MODEL)))  # one part each: Python 3.10
-
-
 @dataclass
 class LiftingModel:
     """A keypoint-protocol network with its hand model and config (what lifting needs of a
@@ -95,11 +91,7 @@ def load_lifting_model(model_or_path: Any = None) -> Any:
         InputError: a model that is not a keypoint-protocol model (an image model).
     """
     if model_or_path is None:
-        path = _shipped_path()
-        if not path.is_file():
-            raise MissingFileError(f"the shipped lifting model {path} is missing from this install: pass a checkpoint "
-                                   "(a handflow train run with model.backbone=keypoints)")
-        model_or_path = path
+        model_or_path = shipped_path(LIFTING_MODEL)
     if isinstance(model_or_path, (str, Path)):
         model, cfg = load_model(model_or_path)
         module = LiftingModel(model, hand_model_of(cfg), cfg)
@@ -110,25 +102,6 @@ def load_lifting_model(model_or_path: Any = None) -> Any:
                          f"(model.backbone={module.cfg.model.backbone}): lifting needs a model trained with "
                          "model.backbone=keypoints")
     return module.eval()
-
-
-def export_lifting_model(checkpoint: str | Path, out: str | Path, note: dict[str, Any] | None = None) -> Path:
-    """Write the weights of a keypoint-protocol checkpoint as a small file that
-    :func:`load_lifting_model` and :func:`handflow.training.load_checkpoint` read
-    (``weights_only=True``): ``{"hyper_parameters": {"config"}, "state_dict", "handflow"}``,
-    the network's large tensors in float16, the hand model's buffers and small tensors in
-    float32; no optimizer state. ``note`` (plain data) is stored under ``handflow.note``."""
-    ck = load_torch_file(checkpoint)
-    sd = {}
-    for k, v in ck["state_dict"].items():
-        small = v.numel() < 4096 or not v.is_floating_point() or not k.startswith("model.")
-        sd[k] = v if small else v.half()
-    meta = {**ck.get("handflow", {}), "source": Path(checkpoint).name, "global_step": int(ck.get("global_step", -1)),
-            "note": note or {}}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"config": ck["hyper_parameters"]["config"]}, "state_dict": sd, "handflow": meta}, out)
-    return out
 
 
 # ----------------------------------------------------------------------------- validation
@@ -277,7 +250,7 @@ def predict_from_keypoints(model_or_path: Any, keypoints: Any, visibility: Any, 
 
     Args:
         model_or_path: a keypoint-protocol checkpoint path, a loaded module, or None (the
-            shipped model, :data:`SHIPPED_MODEL`).
+            shipped model, :data:`LIFTING_MODEL`).
         keypoints: (B, 42, 2) full-image pixels, InterHand order (right 0-20, left 21-41).
         visibility: (B, 42) visibility (bool) or confidence in [0, 1]; joints above
             :data:`VISIBLE_THRESHOLD` are the evidence, the others are hidden.

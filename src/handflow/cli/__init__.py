@@ -28,6 +28,7 @@ else:
     from handflow.cli import evaluate as _evaluate  # noqa: F401
     from handflow.cli import view_select as _view_select  # noqa: F401
     from handflow.cli import features as _features  # noqa: F401
+    from handflow.cli import export as _export  # noqa: F401
     from handflow.cli import select as _select  # noqa: F401
     from handflow.cli import pack as _pack  # noqa: F401
 

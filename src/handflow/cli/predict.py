@@ -114,7 +114,8 @@ def _lift(keypoints: Path, checkpoint: Path | None, images: list[Path] | None, o
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Option(None, help="Trained checkpoint (last.ckpt); with --keypoints, default: the shipped "
+    checkpoint: Path = typer.Option(None, help="Trained checkpoint (last.ckpt) or a shipped model's name (synthetic, "
+                                               "lifting); default: the shipped image model, with --keypoints the shipped "
                                                "lifting model."),
     images: list[Path] = typer.Option(None, help="Image files or folders (repeatable)."),
     keypoints: Path = typer.Option(None, "--keypoints", help="Lift 2D keypoints instead of images: a JSON file of per-image "
@@ -136,7 +137,10 @@ def predict(
     """Predict the z = 0 estimate and samples for images; write arrays, figures and meshes."""
     # lazy: keeps `handflow --help` fast (a command's modules and torch load only when it runs)
     from handflow.inference import MANIFEST, Manifest, iter_predictions, write_prediction
+    from handflow.models.shipped import DEFAULT_IMAGE_MODEL, resolve_weights, shipped_path
 
+    if checkpoint is not None:
+        checkpoint = resolve_weights(checkpoint)
     if keypoints is not None:
         _lift(keypoints, checkpoint, images, out, samples, seed, meshes, html,
               {"--bbox": bbox, "--focal": focal, "--principal": principal, "--camera": camera, "--per-image": per_image})
@@ -144,7 +148,9 @@ def predict(
     if not images:
         raise typer.BadParameter("give --images (files or folders) or --keypoints FILE")
     if checkpoint is None:
-        raise typer.BadParameter("--checkpoint is needed for images (a trained last.ckpt)")
+        checkpoint = shipped_path(DEFAULT_IMAGE_MODEL)
+        typer.echo(f"no --checkpoint: using the shipped image model {DEFAULT_IMAGE_MODEL!r} (trained on synthetic images "
+                   "of the open hand model; docs/training.md, \"Shipped model\")", err=True)
     opts = _options(checkpoint, out, samples, bbox, focal, principal, camera, per_image, meshes, batch_size)
     jobs, missing, unknown = _plan(images, opts)
     if unknown:

@@ -58,7 +58,10 @@ class ModelConfig:
     ``backbone_checkpoint``: a handflow checkpoint whose trained backbone initialises this
     one (fresh runs only); ``freeze_backbone``: keep the backbone fixed (weights and
     BatchNorm statistics), as the shared-feature protocol does (docs/evaluation.md).
-    ``backbone=keypoints``: the keypoint-evidence protocol, conditioned on the 2D joints,
+    ``init_from``: a handflow checkpoint or weights file, or the name of a shipped model
+    (``synthetic``, :data:`handflow.models.shipped.SHIPPED`), whose WHOLE network (backbone,
+    head, parameter normalizer) starts this run (fresh runs only: fine-tuning); its architecture
+    must be this config's. ``backbone=keypoints``: the keypoint-evidence protocol, conditioned on the 2D joints,
     visibility and crop camera instead of the image; ``keypoint_width`` is its encoder's
     width (``handflow.models.keypoint_encoder``)."""
 
@@ -73,6 +76,7 @@ class ModelConfig:
     latent_dim: int = 32  # cvae baseline
     free_bits: float = 0.1  # cvae baseline: KL floor in nats per latent dimension; 0 = plain ELBO (docs/baselines.md)
     backbone_checkpoint: str | None = None
+    init_from: str | None = None
     freeze_backbone: bool = False
     keypoint_width: int = 256
 
@@ -249,6 +253,8 @@ def validate(cfg: Config) -> Config:
     _check(math.isfinite(d.keypoint_noise_px) and d.keypoint_noise_px >= 0,
            f"data.keypoint_noise_px={d.keypoint_noise_px} must be a finite number >= 0")
     _check(m.keypoint_width >= 1, f"model.keypoint_width={m.keypoint_width} must be >= 1")
+    _check(m.init_from is None or m.backbone_checkpoint is None,
+           "model.init_from starts the whole network and model.backbone_checkpoint only its backbone: give one of them")
     _check(m.backbone != "keypoints" or (d.features is None and m.pretrained_path is None),
            "model.backbone=keypoints reads no image: it takes neither data.features nor model.pretrained_path")
     _check(d.features is None or m.freeze_backbone,

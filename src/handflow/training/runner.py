@@ -23,11 +23,13 @@ from handflow.data.datamodule import InterHandDataModule
 from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
 from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.models import model_class
-from handflow.models.checkpoint import CheckpointMismatch, load_state, read_checkpoint, stored_config
+from handflow.models.checkpoint import MODEL_PREFIX, CheckpointMismatch, load_state, read_checkpoint, stored_config
+from handflow.models.shipped import resolve_weights
 from handflow.safeio import load_torch_file
 from handflow.training.module import HandFlowModule
 
-__all__ = ["train", "fit_normalizer", "init_backbone", "load_checkpoint", "check_compatible", "CheckpointMismatch",
+__all__ = ["train", "fit_normalizer", "init_backbone", "init_network", "architecture_diff", "load_checkpoint",
+           "check_compatible", "CheckpointMismatch",
            "MidEpochResume", "LastCheckpoint"]
 
 log = logging.getLogger(__name__)
@@ -200,7 +202,9 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
         ckpt_path: str | None = str(resume)
     else:
         ckpt_path = str(last) if resume and last.exists() else None
-    if ckpt_path is None:
+    if ckpt_path is None and cfg.model.init_from is not None:
+        init_network(module, cfg)  # the normalizer and ActNorm come with the weights: nothing to fit
+    elif ckpt_path is None:
         init_backbone(module, cfg)
         n = fit_normalizer(module, datamodule.dataset("train"), seed=cfg.train.seed)
         log.info("parameter normalizer fitted on %d training images", n)
@@ -243,6 +247,29 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
+def init_network(module: HandFlowModule, cfg: Config) -> Path:
+    """Fill a fresh ``module`` with the whole network of ``cfg.model.init_from`` (a checkpoint,
+    a weights file, or a shipped model's name): backbone, head, parameter normalizer and ActNorm
+    statistics (fine-tuning). Float16 weights are widened to the module's dtype. Returns the file read.
+
+    Raises:
+        CheckpointMismatch: another architecture (:data:`RESUME_KEYS` and the kind's own fields), naming every key.
+        MissingFileError, UnsafeFileError, CorruptFileError: see :func:`handflow.safeio.load_torch_file`.
+        InputError: an unknown shipped-model name.
+    """
+    assert cfg.model.init_from is not None
+    path = resolve_weights(cfg.model.init_from)
+    ck = load_torch_file(path)
+    arch = architecture_diff(stored_config(ck, path), cfg)
+    if arch:
+        raise CheckpointMismatch(mismatch_message(f"model.init_from={cfg.model.init_from}", arch,
+                                                  "train with its architecture (those values as overrides)"))
+    weights = {k[len(MODEL_PREFIX):]: v for k, v in ck["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    load_state(module.model, weights, path)
+    log.info("network initialised from %s (step %s)", path, ck.get("global_step", ck.get("handflow", {}).get("global_step")))
+    return path
+
+
 #: what a resumed run must share with its checkpoint (with the saved model kind's own
 #: architecture fields, ``model_class(kind).config_fields``): the network's shape and its inputs
 RESUME_KEYS = ("model.kind", "model.backbone", "data.hand_model", "data.image_size")
@@ -253,6 +280,16 @@ RESUME_FIX = "use a matching config (those values as overrides) or another outpu
 def _flat(cfg: Config, section: str) -> dict[str, Any]:
     """``{"section.key": value}`` of one section of ``cfg``, as stored in checkpoints."""
     return {f"{section}.{k}": v for k, v in to_dict(getattr(cfg, section)).items()}
+
+
+def architecture_diff(saved: Config, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """The settings that make ``saved``'s weights unfit for ``cfg``'s network (:data:`RESUME_KEYS`
+    and the saved kind's own architecture fields: flow steps/hidden/blocks, cVAE latent_dim ...),
+    as :func:`handflow.fingerprint.settings_diff` reports them; empty when the weights fit."""
+    fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
+    keys = (*RESUME_KEYS, *(f"model.{f}" for f in fields))
+    old, new = {**_flat(saved, "model"), **_flat(saved, "data")}, {**_flat(cfg, "model"), **_flat(cfg, "data")}
+    return settings_diff({k: old[k] for k in keys}, {k: new[k] for k in keys})
 
 
 def check_compatible(path: str | Path, cfg: Config) -> None:
@@ -279,11 +316,7 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
         raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
                                  f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
                                  f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
-    # the architecture fields of the saved kind (flow: steps/hidden/blocks; cvae: latent_dim ...)
-    fields = model_class(saved.model.kind).config_fields if saved.model.kind == cfg.model.kind else ()
-    keys = (*RESUME_KEYS, *(f"model.{f}" for f in fields))
-    old, new = {**_flat(saved, "model"), **_flat(saved, "data")}, {**_flat(cfg, "model"), **_flat(cfg, "data")}
-    arch = settings_diff({k: old[k] for k in keys}, {k: new[k] for k in keys})
+    arch = architecture_diff(saved, cfg)
     if arch:
         raise CheckpointMismatch(mismatch_message(str(path), arch, RESUME_FIX))
     changed = settings_diff(_flat(saved, "loss"), _flat(cfg, "loss"))
