@@ -4,6 +4,7 @@ another run's whole network, and the refusals (unknown name, missing file, other
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ def test_export_weights_is_small_safe_and_predicts_the_same(image_ckpt, tmp_path
     big = [k for k, v in raw["state_dict"].items() if k.startswith("model.") and v.numel() >= HALF_MIN_NUMEL]
     assert big and all(raw["state_dict"][k].dtype == torch.float16 for k in big)
     assert out.stat().st_size < 0.6 * image_ckpt.stat().st_size
+    with zipfile.ZipFile(out) as z:  # records deflated; torch.load reads them as the stored ones
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+    plain = torch.load(export_weights(image_ckpt, tmp_path / "plain.pt", compress=False), weights_only=True)
+    assert plain["state_dict"].keys() == raw["state_dict"].keys()
+    assert all(torch.equal(plain["state_dict"][k], v) for k, v in raw["state_dict"].items())
     a, _ = load_model(image_ckpt)
     b, _ = load_model(out)
     x = torch.rand(2, 3, 64, 64)
