@@ -421,6 +421,25 @@ def test_run_report_runs_pending_commands_and_skips_finished_ones(tmp_path, monk
     assert load_plan(plan.root) == plan
 
 
+def test_a_failed_stage_still_records_its_wall_time(tmp_path, monkeypatch) -> None:
+    """Time spent by an invocation that fails counts: the page's wall time is the sum over every
+    invocation, not over the successful ones (a keypoint run stopped by a full disk lost ~45 min)."""
+    from functools import partial
+
+    from handflow.evaluation.jobs import JobFailed
+    from handflow.pipeline import run as run_mod
+    from handflow.pipeline.stages import Stage
+
+    plan = ReportPlan(work=str(tmp_path / "w"))
+    target = tmp_path / "never"
+    job = Stage("train", "train 0", [sys.executable, "-c", "raise SystemExit(3)"], (), (target,), tmp_path / "train0.log",
+                partial(target.exists))
+    monkeypatch.setattr(run_mod, "plan_stages", lambda p: [job])
+    with pytest.raises(JobFailed):
+        run_report(plan, ("train",), progress=False)
+    assert json.loads((plan.root / "timings.json").read_text())["train"] >= 0.0
+
+
 def test_a_stopped_multihands_split_is_not_done(tmp_path) -> None:
     """A stopped generation leaves a summary saying ``complete: false``: the stage resumes it."""
     from handflow.pipeline.stages import multihands_stages

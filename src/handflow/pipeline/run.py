@@ -2,7 +2,8 @@
 
 Each stage runs its pending commands (:attr:`Stage.done` false) as ``python -m handflow ...``
 processes, ``parallel`` side by side (:func:`handflow.evaluation.jobs.run_jobs`), and adds its
-wall time to ``WORK/timings.json`` (printed on the page) when it ran any. ``shard=(i, n)`` runs only the
+wall time to ``WORK/timings.json`` (printed on the page) when it ran any, also when a job failed or the
+invocation was interrupted (Ctrl-C; the time was spent, and the finished work is kept). ``shard=(i, n)`` runs only the
 ``i``-th interleaved share of every stage's commands (a scheduler's array task). ``write``
 gathers the table (:mod:`handflow.pipeline.results`) and renders the page
 (:mod:`handflow.pipeline.render`) into ``out`` without running anything.
@@ -68,8 +69,10 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
             raise MissingFileError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
         if jobs:  # a stage with nothing to do adds no line "backbone 0.0 min" to the page
             t0 = time.monotonic()
-            run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress)
-            _add_timing(plan, s, time.monotonic() - t0)
+            try:
+                run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress)
+            finally:  # a failed or interrupted invocation spent its time too (its finished work is kept)
+                _add_timing(plan, s, time.monotonic() - t0)
     return render_report(plan, out) if "write" in stages else None
 
 
