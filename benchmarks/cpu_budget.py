@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_budget.py --run RUN_DIR --data DATA [--splits val,test] [--limit 320] \
         [--json curve.json] [--plot curve.png] [--label NAME] [--also OTHER.json ...]
+    python benchmarks/cpu_budget.py --plot curve.png --also A.json B.json      # redraw from saved rows
 
 For every periodic checkpoint of ``RUN_DIR`` (``checkpoints/stepNNNNNNN.ckpt``) and its
 ``last.ckpt``, prints the RR / RRR / Global MPJPE (mm) of the z = 0 estimate on an evenly spaced
@@ -102,8 +103,8 @@ def plot_curves(curves: dict[str, list[dict]], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a handflow train output folder")
-    ap.add_argument("--data", type=Path, required=True, help="dataset root")
+    ap.add_argument("--run", type=Path, help="a handflow train output folder (without it: --plot of the --also files)")
+    ap.add_argument("--data", type=Path, help="dataset root (with --run)")
     ap.add_argument("--splits", default="val", help="comma-separated splits")
     ap.add_argument("--limit", type=int, default=320, help="images per split (evenly spaced)")
     ap.add_argument("--threads", type=int, default=2)
@@ -113,6 +114,14 @@ def main() -> None:
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="other runs' --json files drawn beside it")
     ap.add_argument("--device", default=None, help="the machine, recorded in the JSON (e.g. '2-core CPU')")
     a = ap.parse_args()
+    if a.run is None:
+        if not (a.plot and a.also):
+            ap.error("give --run and --data, or --plot with --also files to redraw")
+        plot_curves({(o := json.loads(f.read_text()))["label"]: [r for r in o["rows"] if r["checkpoint"] != "last"]
+                     for f in a.also}, a.plot)
+        return
+    if a.data is None:
+        ap.error("--run needs --data")
     torch.set_num_threads(a.threads)
     ckpts = {f"step {s}": p for s, p in step_checkpoints(a.run).items()}
     last = a.run / "checkpoints" / "last.ckpt"

@@ -134,3 +134,26 @@ def test_cli_export_and_predict_from_the_weights(image_ckpt, tiny_data, tmp_path
                                  "--samples", "2", "--no-html"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p" / "index.csv").is_file()
+
+
+def test_the_shipped_image_model_loads_small_and_predicts() -> None:
+    path = shipped_path("synthetic")
+    assert path.stat().st_size <= 25_000_000  # issue #17: at most 25 MB in git
+    raw = torch.load(path, weights_only=True)
+    assert "optimizer_states" not in raw and raw["handflow"]["note"]["command"].startswith("handflow synth")
+    predictor = handflow.pretrained("synthetic")
+    assert predictor.cfg.model.backbone == "resnet18" and predictor.cfg.data.image_size == 128
+    out = predictor(torch.rand(2, 3, 96, 128), samples=3)
+    assert out.sample_joints.shape == (2, 3, 42, 3) and torch.isfinite(out.sample_joints).all()
+
+
+def test_cli_predict_without_a_checkpoint_uses_the_shipped_model(tiny_data, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from handflow.cli.app import app
+
+    image = next((tiny_data / "images" / "test").rglob("*.jpg"))
+    r = CliRunner().invoke(app, ["predict", "--images", str(image), "--out", str(tmp_path / "p"), "--samples", "2",
+                                 "--no-html"])
+    assert r.exit_code == 0, r.output
+    assert "using the shipped image model 'synthetic'" in r.output and (tmp_path / "p" / "index.csv").is_file()

@@ -152,7 +152,10 @@ def pretrained(name: str = "synthetic", device: str | Any = "cpu") -> Any:
         InputError: an unknown name. MissingFileError: the file is missing from this install.
 
     Examples:
-        >>> import handflow
+        >>> import handflow, torch
+        >>> predictor = handflow.pretrained()                  # "synthetic": the shipped image model
+        >>> predictor(torch.rand(1, 3, 128, 128), samples=5).sample_joints.shape
+        torch.Size([1, 5, 42, 3])
         >>> lifter = handflow.pretrained("lifting")
         >>> lifter.cfg.model.backbone, lifter.cfg.data.hand_model
         ('keypoints', 'openhand')

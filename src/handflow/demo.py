@@ -8,10 +8,10 @@
 4. predict distributions for held-out test images (``predictions/``: figures, HTML);
 5. write a summary (MPJPE of the z = 0 estimate and best-of-N, sample spread).
 
-Full mode takes about 11 minutes on 2 CPU cores (training capped at 9); ``--quick`` (used by the test suite) about
-2 minutes with tiny settings. Reruns reuse the dataset and resume training; the quick mode keeps its own
-``data_quick/`` and ``run_quick/`` so that both modes can share one output folder (a dataset or a run is never
-resumed with other settings).
+Full mode takes about 9 minutes on 2 CPU cores (fine-tuning capped at 6; from scratch, 9); ``--quick`` (used by
+the test suite) about 2 minutes with tiny settings. Reruns reuse the dataset and resume training; each starting
+point keeps its own run folder (``run/``, ``run_scratch/``, ``run_quick/``, and ``data_quick/``) so that every
+mode can share one output folder (a dataset or a run is never resumed with other settings).
 """
 
 from __future__ import annotations
