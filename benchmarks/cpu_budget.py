@@ -94,7 +94,7 @@ def plot_curves(curves: dict[str, list[dict]], out: Path) -> None:
         ax.set_xlabel("images presented", fontsize=8)
         ax.set_title(f"z = 0 {c.upper()} (mm)" if c != COL_2D else "2D error, visible joints (px)", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle("dashed: mean training pose", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
