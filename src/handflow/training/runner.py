@@ -119,13 +119,12 @@ class LastCheckpoint(pl.Callback):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step == self._saved_at or trainer.sanity_checking:
             return
-        # full (weights_only=False, said so: Lightning logs a line per save when it is left unset):
-        # optimizer, loops and schedule for exact resume
+        # full (the default): optimizer, loops and schedule for exact resume
         if trainer.is_global_zero:
             with atomic_path(self.path) as tmp:
-                trainer.save_checkpoint(tmp, weights_only=False)
+                trainer.save_checkpoint(tmp)
         else:  # other ranks write nothing, but save_checkpoint's barrier needs every rank
-            trainer.save_checkpoint(self.path, weights_only=False)
+            trainer.save_checkpoint(self.path)
         self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
