@@ -28,6 +28,7 @@ from handflow.extras import pyplot
 from handflow.geometry.camera import project
 from handflow.metrics import ALIGNMENTS, mpjpe
 from handflow.models import decode_joints
+from handflow.models.checkpoint import checkpoint_step
 from handflow.safeio import load_torch_file
 from handflow.training import load_checkpoint
 from handflow.training.select import step_checkpoints
@@ -73,8 +74,14 @@ def z0_errors(ckpt: Path, batches: list[dict]) -> tuple[dict[str, float], dict[s
 def images_seen(path: Path) -> tuple[int, int]:
     """(global step, images presented = step × batch size) of a checkpoint."""
     ck = load_torch_file(path)
-    step = int(ck.get("global_step", ck.get("handflow", {}).get("global_step", -1)))
+    step = checkpoint_step(ck)
     return step, step * int(ck["hyper_parameters"]["config"]["data"]["batch_size"])
+
+
+def read_curves(files: list[Path]) -> dict[str, list[dict]]:
+    """``{label: rows}`` of saved ``--json`` files, without their ``last`` rows (a periodic
+    snapshot at the same step is already there)."""
+    return {(o := json.loads(f.read_text()))["label"]: [r for r in o["rows"] if r["checkpoint"] != "last"] for f in files}
 
 
 def plot_curves(curves: dict[str, list[dict]], out: Path) -> None:
@@ -117,8 +124,7 @@ def main() -> None:
     if a.run is None:
         if not (a.plot and a.also):
             ap.error("give --run and --data, or --plot with --also files to redraw")
-        plot_curves({(o := json.loads(f.read_text()))["label"]: [r for r in o["rows"] if r["checkpoint"] != "last"]
-                     for f in a.also}, a.plot)
+        plot_curves(read_curves(a.also), a.plot)
         return
     if a.data is None:
         ap.error("--run needs --data")
@@ -147,11 +153,7 @@ def main() -> None:
         a.json.write_text(json.dumps({"label": label, "run": str(a.run), "data": str(a.data), "limit": a.limit,
                                       "device": a.device, "rows": rows}, indent=1))
     if a.plot:
-        curves = {label: [r for r in rows if r["checkpoint"] != "last"]}
-        for f in a.also:
-            other = json.loads(f.read_text())
-            curves[other["label"]] = [r for r in other["rows"] if r["checkpoint"] != "last"]
-        plot_curves(curves, a.plot)
+        plot_curves({label: [r for r in rows if r["checkpoint"] != "last"], **read_curves(a.also)}, a.plot)
 
 
 if __name__ == "__main__":

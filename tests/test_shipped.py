@@ -48,6 +48,8 @@ def test_export_weights_is_small_safe_and_predicts_the_same(image_ckpt, tmp_path
     out = export_weights(image_ckpt, tmp_path / "w.pt", note={"command": "test"})
     raw = torch.load(out, weights_only=True)  # plain data and tensors only
     assert raw["handflow"]["note"] == {"command": "test"} and "optimizer_states" not in raw
+    again = torch.load(export_weights(out, tmp_path / "again.pt"), weights_only=True)  # a weights file re-exported
+    assert raw["handflow"]["global_step"] == again["handflow"]["global_step"] == 2  # keeps its training step
     big = [k for k, v in raw["state_dict"].items() if k.startswith("model.") and v.numel() >= HALF_MIN_NUMEL]
     assert big and all(raw["state_dict"][k].dtype == torch.float16 for k in big)
     assert out.stat().st_size < 0.6 * image_ckpt.stat().st_size
@@ -62,6 +64,18 @@ def test_export_weights_is_small_safe_and_predicts_the_same(image_ckpt, tmp_path
     with torch.no_grad():
         za, zb = a.predict(x, 0, None)["z0"], b.predict(x, 0, None)["z0"]
     assert (za - zb).abs().max() < 0.05 * za.abs().max()  # float16 weights: the same network up to rounding
+
+
+def test_a_failed_export_leaves_no_file(image_ckpt, tmp_path, monkeypatch) -> None:
+    """Export writes beside its target and renames at the end: a failure while deflating leaves
+    neither the target nor a temporary file that a later run could read."""
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", broken)
+    with pytest.raises(OSError, match="simulated"):
+        export_weights(image_ckpt, tmp_path / "w.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def _network(path: Path) -> dict[str, torch.Tensor]:

@@ -169,13 +169,13 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, from_scratch: bool =
         f"train.max_steps={s.max_steps}", f"train.max_minutes={s.train_minutes}", f"model.flow_hidden={s.flow_hidden}",
         f"train.seed={seed}", "train.val_every=100000", f"train.ckpt_every={max(s.max_steps // 4, 1)}",
         f"data.num_workers={0 if quick else 1}", f"train.lr={s.lr}",
-        *([f"model.init_from={s.init_from}"] if s is FULL and s.init_from else []),
+        *([f"model.init_from={s.init_from}"] if s.init_from else []),
     ])
     n_eval = min(len(test), 8 if quick else 200)
     step = max(len(test) // n_eval, 1)
     indices = list(range(0, len(test), step))
     say(f"model: {start}")
-    if s is FULL and s.init_from:
+    if s.init_from:
         before = _z0_rr(load_checkpoint(shipped_path(s.init_from))[0], test, indices, s.image_size)
         say(f"shipped model before fine-tuning, MPJPE (RR, mm) of the z=0 estimate: {sum(before) / len(before):.1f}")
     last = train(cfg, resume=True)

@@ -22,7 +22,8 @@ from handflow.errors import HandflowError
 from handflow.models import HandPoseModel, build_model
 from handflow.safeio import load_torch_file
 
-__all__ = ["CheckpointMismatch", "read_checkpoint", "stored_config", "load_state", "load_model", "MODEL_PREFIX"]
+__all__ = ["CheckpointMismatch", "read_checkpoint", "stored_config", "load_state", "load_model", "network_weights",
+           "checkpoint_step", "MODEL_PREFIX"]
 
 #: prefix of the network's entries in a checkpoint's state dict (the Lightning module's ``model``)
 MODEL_PREFIX = "model."
@@ -63,6 +64,18 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu", expect_hand_mod
     return ck, cfg
 
 
+def network_weights(ck: dict[str, Any]) -> dict[str, Any]:
+    """The network's entries of a loaded checkpoint's state dict, without their :data:`MODEL_PREFIX`
+    (what ``HandPoseModel.load_state_dict`` takes; the hand model's buffers are left out)."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in ck["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+
+
+def checkpoint_step(ck: dict[str, Any]) -> int:
+    """The training step a loaded checkpoint was written at: Lightning's ``global_step``, or for a
+    weights file (:func:`handflow.models.shipped.export_weights`) the one it recorded; -1 if unknown."""
+    return int(ck.get("global_step", ck.get("handflow", {}).get("global_step", -1)))
+
+
 def load_state(module: nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
     """Load ``state_dict`` into ``module``; every entry must match.
 
@@ -84,6 +97,5 @@ def load_model(path: str | Path, map_location: str = "cpu", expect_hand_model: s
     """
     ck, cfg = read_checkpoint(path, map_location, expect_hand_model)
     model = build_model(cfg)
-    weights = {k[len(MODEL_PREFIX):]: v for k, v in ck["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    load_state(model, weights, path)
+    load_state(model, network_weights(ck), path)
     return model.eval(), cfg

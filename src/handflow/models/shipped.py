@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
-from handflow.atomic import atomic_path, temp_path
+from handflow.atomic import atomic_path
 from handflow.errors import InputError, MissingFileError
+from handflow.models.checkpoint import checkpoint_step
 from handflow.safeio import load_torch_file
 
 __all__ = ["ShippedModel", "SHIPPED", "DEFAULT_IMAGE_MODEL", "shipped_names", "shipped_path", "resolve_weights",
@@ -108,7 +109,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, note: dict[str, Any]
     for k, v in ck["state_dict"].items():
         small = v.numel() < HALF_MIN_NUMEL or not v.is_floating_point() or not k.startswith("model.")
         sd[k] = v if small else v.half()
-    meta = {**ck.get("handflow", {}), "source": Path(checkpoint).name, "global_step": int(ck.get("global_step", -1)),
+    meta = {**ck.get("handflow", {}), "source": Path(checkpoint).name, "global_step": checkpoint_step(ck),
             "note": note or {}}
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -120,8 +121,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, note: dict[str, Any]
 
 def _deflate(path: Path) -> None:
     """Rewrite the zip archive ``path`` (a ``torch.save`` file) with every record deflated, in order."""
-    packed = temp_path(path)
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+    with atomic_path(path) as packed, zipfile.ZipFile(path) as src, \
+            zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
-    packed.replace(path)

@@ -23,7 +23,14 @@ from handflow.data.datamodule import InterHandDataModule
 from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
 from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.models import model_class
-from handflow.models.checkpoint import MODEL_PREFIX, CheckpointMismatch, load_state, read_checkpoint, stored_config
+from handflow.models.checkpoint import (
+    CheckpointMismatch,
+    checkpoint_step,
+    load_state,
+    network_weights,
+    read_checkpoint,
+    stored_config,
+)
 from handflow.models.shipped import resolve_weights
 from handflow.safeio import load_torch_file
 from handflow.training.module import HandFlowModule
@@ -264,9 +271,8 @@ def init_network(module: HandFlowModule, cfg: Config) -> Path:
     if arch:
         raise CheckpointMismatch(mismatch_message(f"model.init_from={cfg.model.init_from}", arch,
                                                   "train with its architecture (those values as overrides)"))
-    weights = {k[len(MODEL_PREFIX):]: v for k, v in ck["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    load_state(module.model, weights, path)
-    log.info("network initialised from %s (step %s)", path, ck.get("global_step", ck.get("handflow", {}).get("global_step")))
+    load_state(module.model, network_weights(ck), path)
+    log.info("network initialised from %s (step %d)", path, checkpoint_step(ck))
     return path
 
 
@@ -315,7 +321,8 @@ def check_compatible(path: str | Path, cfg: Config) -> None:
     if "optimizer_states" not in ck:
         raise CheckpointMismatch(f"{path} holds weights only (periodic snapshots do): training resumes from a full checkpoint, "
                                  f"OUT/checkpoints/last.ckpt; to start a new run from these weights use "
-                                 f"model.backbone_checkpoint={path} (backbone) or evaluate/predict it directly")
+                                 f"model.init_from={path} (the whole network) or model.backbone_checkpoint={path} "
+                                 f"(backbone), or evaluate/predict it directly")
     arch = architecture_diff(saved, cfg)
     if arch:
         raise CheckpointMismatch(mismatch_message(str(path), arch, RESUME_FIX))
