@@ -377,6 +377,59 @@ def test_shared_protocol_stages(tmp_path) -> None:
         run_report(ReportPlan(work=str(tmp_path / "z"), protocol="shared", backbone_kind="resnet"), ("train",), progress=False)
 
 
+def test_shared_protocol_with_a_given_backbone_and_feature_copies(tmp_path) -> None:
+    """--backbone-from NAME: no backbone training; the shipped file reaches the features command
+    and every head (plan.json keeps the name); --feature-copies reaches both; both need
+    --protocol shared, and a name that is no model, or a model the runs cannot take, is refused
+    before anything runs."""
+    from typer.testing import CliRunner
+
+    from handflow.cli import app
+    from handflow.errors import InputError
+    from handflow.models.shipped import shipped_path
+    from handflow.pipeline.plan import check_plan, save_plan
+    from handflow.pipeline.render import render_page
+
+    shipped = shipped_path("synthetic")
+    plan = ReportPlan(work=str(tmp_path / "w"), steps=30, protocol="shared", backbone_from="synthetic", feature_copies=4)
+    check_plan(plan)
+    assert plan.backbone_ckpt == shipped
+    stages = plan_stages(plan)
+    assert "backbone" not in {st.stage for st in stages}
+    (fe,) = [st for st in stages if st.stage == "features"]
+    assert fe.argv[fe.argv.index("--checkpoint") + 1] == str(shipped) and fe.argv[fe.argv.index("--copies") + 1] == "4"
+    heads = [st.argv for st in stages if st.stage == "train"]
+    assert heads and all(f"model.backbone_checkpoint={shipped}" in h and "data.feature_copies=4" in h
+                         and "model.freeze_backbone=true" in h for h in heads)
+    cmd = plan_command(plan)
+    assert "--backbone-from synthetic" in cmd and "--feature-copies 4" in cmd
+    save_plan(plan)
+    assert json.loads((plan.root / "plan.json").read_text())["backbone_from"] == "synthetic"
+    assert load_plan(plan.root) == plan
+    one = ReportPlan(work=str(tmp_path / "w1"), protocol="shared", backbone_from="synthetic")  # K = 1: the commands of before
+    assert "--copies" not in features_stage(one).argv and not any("feature_copies" in a for a in train_stage(one, "flow", 0).argv)
+    # the page says which model's backbone it is, and how many copies
+    table = _small_table()
+    table.context["plan"].update(protocol="shared", backbone_from="synthetic", feature_copies=4)
+    table.context["backbone"] = {"from": "synthetic", "kind": "flow", "step": 4000, "shipped": True, "commands": [fe.command]}
+    text = render_page(table)
+    assert "The backbone is that of the shipped model `synthetic` (a `flow` model, 4000 training steps" in text
+    assert "for every image, 4 augmented copies of every training image" in text and fe.command in text
+    # refused in one line, before anything is written
+    for bad, match in ((dict(backbone_from="synthetic"), "--protocol shared"), (dict(feature_copies=2), "--protocol shared"),
+                       (dict(protocol="shared", backbone_from="nosuchmodel"), "no such file and no shipped model"),
+                       (dict(protocol="shared", backbone_from="synthetic", image_size=64), "--image-size")):
+        work = tmp_path / "bad"
+        with pytest.raises(InputError, match=match) as e:
+            run_report(ReportPlan(work=str(work), **bad), ("data",), progress=False)
+        assert "\n" not in str(e.value) and not work.exists()
+    r = CliRunner().invoke(app, ["report", "--work", str(tmp_path / "cli"), "--plan-only", "--protocol", "shared",
+                                 "--backbone-from", "synthetic", "--feature-copies", "4", "--steps", "5"])
+    assert r.exit_code == 0, r.output
+    assert "# stage features" in r.output and "# stage backbone" not in r.output
+    assert f"--checkpoint {shipped} " in r.output and "--copies 4" in r.output and "data.feature_copies=4" in r.output
+
+
 def test_a_run_stopped_by_its_time_cap_is_done(tmp_path) -> None:
     import torch
 

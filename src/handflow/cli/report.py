@@ -50,6 +50,11 @@ def report(
     backbone_minutes: float = typer.Option(None, help="--protocol shared: wall-clock cap of the backbone training (minutes)."),
     backbone_kind: str = typer.Option("deterministic", help="--protocol shared: model kind the one backbone is trained as "
                                       "(deterministic, flow, ...)."),
+    backbone_from: str = typer.Option(None, help="--protocol shared: take the backbone of this shipped model (synthetic) "
+                                      "or checkpoint/weights file instead of training one; the features and every head use it."),
+    feature_copies: int = typer.Option(1, min=1, help="--protocol shared: features cached per training image, copy k under "
+                                       "the training augmentation of epoch k, served in turn with its targets, so heads "
+                                       "trained for several epochs do not fit one fixed feature per image."),
     keypoint_noise_px: float = typer.Option(2.0, min=0.0, help="--protocol keypoints: σ of the noise on the visible 2D "
                                             "joints, pixels at a 128 px crop (data.keypoint_noise_px)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -81,7 +86,7 @@ def report(
                       mh_shards=mh_shards, mh_train_num=mh_train_num, train_minutes=train_minutes, protocol=protocol,
                       backbone_steps=backbone_steps, backbone_minutes=backbone_minutes,
                       backbone_kind=backbone_kind, keypoint_noise_px=keypoint_noise_px, experiment=experiment,
-                      data_shards=data_shards)
+                      data_shards=data_shards, backbone_from=backbone_from, feature_copies=feature_copies)
     if plan_only:
         check_plan(plan)
         typer.echo(plan_text(plan, stage_t, shard_t))

@@ -128,7 +128,10 @@ class DataConfig:
     ``openhand`` or ``mano`` (then ``mano_path``); ``multihands``: optional folder of
     MultiHands annotations used as extra NLL/DetMag targets (at most ``multihands_max``);
     ``features``: a ``handflow features`` folder: train on its cached backbone features
-    instead of images (needs ``model.freeze_backbone`` and that backbone; no augmentation).
+    instead of images (needs ``model.freeze_backbone`` and that backbone); ``feature_copies``:
+    the augmented copies per training image that cache holds (``handflow features --copies``;
+    1: one un-augmented feature per image; more need ``data.augment``, whose ranges the copies
+    must have been drawn with).
     ``keypoint_noise_px``: with ``model.backbone=keypoints``, σ of the Gaussian noise on the
     visible 2D joints of the evidence, in pixels **at a 128 px crop** (scaled by
     ``image_size / 128``).
@@ -146,6 +149,7 @@ class DataConfig:
     multihands: str | None = None
     multihands_max: int = 8
     features: str | None = None
+    feature_copies: int = 1
     keypoint_noise_px: float = 2.0
     packed: str | None = None
 
@@ -260,6 +264,9 @@ def validate(cfg: Config) -> Config:
     _check(d.features is None or m.freeze_backbone,
            "data.features (cached backbone features) needs model.freeze_backbone=true: "
            "the cache is only valid for a fixed backbone")
+    _check(d.feature_copies >= 1, f"data.feature_copies={d.feature_copies} must be >= 1")
+    _check(d.feature_copies == 1 or (d.features is not None and d.augment),
+           "data.feature_copies > 1 (augmented copies in a feature cache) needs data.features and data.augment=true")
     _check(t.precision in PRECISIONS, f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
     _check(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule={t.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
     _check(t.lr > 0 and t.weight_decay >= 0 and t.grad_clip >= 0, "train.lr must be > 0, weight_decay and grad_clip >= 0")

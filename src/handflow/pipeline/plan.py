@@ -26,7 +26,8 @@ __all__ = ["ReportPlan", "PROTOCOLS", "load_plan", "save_plan", "check_plan", "p
 PROTOCOLS = ("end2end", "shared", "keypoints")
 #: settings that define a work folder's outputs (a rerun must keep them)
 DEFINING = ("preset", "frames", "test_frames", "cameras", "image_size", "steps", "samples", "mh_test_num", "mh_train_num",
-            "data_seed", "protocol", "backbone_kind", "backbone_steps", "keypoint_noise_px", "experiment")
+            "data_seed", "protocol", "backbone_kind", "backbone_steps", "keypoint_noise_px", "experiment", "backbone_from",
+            "feature_copies")
 #: ``handflow report`` option -> plan field, in the order :func:`plan_command` writes them
 OPTIONS = (("--preset", "preset"), ("--frames", "frames"), ("--test-frames", "test_frames"), ("--cameras", "cameras"),
            ("--image-size", "image_size"), ("--steps", "steps"), ("--samples", "samples"), ("--device", "device"),
@@ -34,7 +35,8 @@ OPTIONS = (("--preset", "preset"), ("--frames", "frames"), ("--test-frames", "te
            ("--mh-train-num", "mh_train_num"), ("--train-minutes", "train_minutes"), ("--protocol", "protocol"),
            ("--backbone-steps", "backbone_steps"), ("--backbone-minutes", "backbone_minutes"),
            ("--backbone-kind", "backbone_kind"), ("--keypoint-noise-px", "keypoint_noise_px"),
-           ("--data-shards", "data_shards"), ("--experiment", "experiment"))
+           ("--data-shards", "data_shards"), ("--experiment", "experiment"), ("--backbone-from", "backbone_from"),
+           ("--feature-copies", "feature_copies"))
 
 
 @dataclass
@@ -48,11 +50,13 @@ class ReportPlan:
     runs side by side, each with ``workers`` loader processes; ``data_shards`` and ``mh_shards``
     split ``handflow synth`` and ``handflow multihands`` into that many ``--shard i/n`` commands.
     ``protocol="shared"``: ``backbone_kind`` is trained once for ``backbone_steps`` (capped at
-    ``backbone_minutes``), its features are cached, and ``steps`` is then the number of
-    head-training steps of every run. ``protocol="keypoints"``: every run is trained with
-    ``model.backbone=keypoints`` and ``data.keypoint_noise_px=keypoint_noise_px`` (σ in px at
-    128 px). ``runs`` are names of ``experiment`` (``configs/experiments/<name>.yaml``; empty:
-    all of them).
+    ``backbone_minutes``), or taken from ``backbone_from`` (a shipped model's name or a
+    checkpoint/weights path: nothing is trained; the name is kept here, :attr:`backbone_ckpt`
+    resolves it), its features are cached (``feature_copies`` augmented copies of every
+    training image), and ``steps`` is then the number of head-training steps of every run.
+    ``protocol="keypoints"``: every run is trained with ``model.backbone=keypoints`` and
+    ``data.keypoint_noise_px=keypoint_noise_px`` (σ in px at 128 px). ``runs`` are names of
+    ``experiment`` (``configs/experiments/<name>.yaml``; empty: all of them).
     """
 
     work: str
@@ -83,6 +87,8 @@ class ReportPlan:
     keypoint_noise_px: float = 2.0
     experiment: str = DEFAULT_EXPERIMENT
     data_shards: int = 1
+    backbone_from: str | None = None
+    feature_copies: int = 1
 
     def __post_init__(self) -> None:
         self.seeds, self.runs = tuple(self.seeds), tuple(self.runs) or tuple(self.experiment_table.runs)
@@ -106,6 +112,12 @@ class ReportPlan:
 
     @property
     def backbone_ckpt(self) -> Path:
+        """The checkpoint whose backbone the features and heads use: the file of ``backbone_from``
+        (a shipped model's file or the path as given), else the one trained in ``WORK/runs/backbone``."""
+        if self.backbone_from is not None:
+            from handflow.models.shipped import resolve_weights  # lazy: torch only when a shipped backbone is asked for
+
+            return resolve_weights(self.backbone_from)
         return self.root / "runs" / "backbone" / "checkpoints" / "last.ckpt"
 
     @property
@@ -128,7 +140,9 @@ def load_plan(work: str | Path) -> ReportPlan:
 
 
 def check_plan(plan: ReportPlan) -> None:
-    """Refuse unknown runs, protocols and backbone kinds, no seeds, and cuda without a GPU."""
+    """Refuse unknown runs, protocols and backbone kinds, no seeds, cuda without a GPU, and a
+    ``backbone_from`` or ``feature_copies`` outside the shared protocol, or a ``backbone_from``
+    that names no file or whose backbone the runs cannot take."""
     exp = plan.experiment_table
     unknown = [r for r in plan.runs if r not in exp.runs]
     if unknown:
@@ -137,6 +151,13 @@ def check_plan(plan: ReportPlan) -> None:
         raise InputError("at least one seed is needed")
     if plan.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {plan.protocol!r}; choose one of {list(PROTOCOLS)}")
+    if plan.protocol != "shared" and (plan.backbone_from is not None or plan.feature_copies != 1):
+        raise InputError("--backbone-from and --feature-copies set the shared protocol's backbone and feature cache: "
+                         "add --protocol shared")
+    if plan.feature_copies < 1:
+        raise InputError(f"--feature-copies {plan.feature_copies}: at least one feature per image")
+    if plan.backbone_from is not None:
+        _check_backbone_from(plan)
     from handflow.models import model_class  # lazy: torch only when a plan is checked, not when plan.json is read
 
     for what, kind in [("backbone kind", plan.backbone_kind), *((f"model kind of run {r}", exp.runs[r].kind) for r in plan.runs)]:
@@ -149,6 +170,30 @@ def check_plan(plan: ReportPlan) -> None:
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but torch sees no GPU")
+
+
+def _check_backbone_from(plan: ReportPlan) -> None:
+    """``backbone_from`` names a file (a shipped model or a path) holding a handflow image model
+    whose backbone, crop size and hand model are those the plan's runs train with."""
+    from handflow.config import load_config  # lazy: torch only when a plan is checked
+    from handflow.errors import HandflowError
+    from handflow.models.checkpoint import read_checkpoint
+    from handflow.models.shipped import shipped_names
+
+    path = plan.backbone_ckpt
+    if not path.is_file():
+        raise InputError(f"--backbone-from {plan.backbone_from}: no such file and no shipped model of that name "
+                         f"(shipped: {shipped_names()})")
+    try:
+        _, saved = read_checkpoint(path, map_location="meta")
+    except HandflowError as e:
+        raise InputError(f"--backbone-from {plan.backbone_from}: {e}") from None
+    want = load_config(plan.preset, [*plan.extra_overrides, f"data.image_size={plan.image_size}"])
+    have = (saved.model.backbone, saved.data.image_size, saved.data.hand_model)
+    need = (want.model.backbone, want.data.image_size, want.data.hand_model)
+    if have != need:
+        raise InputError(f"--backbone-from {plan.backbone_from} has backbone, crop size and hand model {have}, the runs "
+                         f"of this plan {need}: choose a matching --preset/--image-size or another --backbone-from")
 
 
 def save_plan(plan: ReportPlan) -> None:

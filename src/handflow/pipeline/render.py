@@ -97,9 +97,16 @@ def _paragraphs(sec: dict[str, str], ctx: dict[str, Any]) -> dict[str, str]:
                                                 "total": f"{sum(t.values()) / 60:.1f}"})
     if plan["protocol"] == "shared":
         bb, v = ctx["backbone"], ctx["backbone"].get("validation")
-        val = f"; validation MPJPE of its estimate RR {v['rr']:.1f} mm, Global {v['global']:.1f} mm" if v else ""
-        out["protocol"] = _fill(sec["shared"], {"kind": plan["backbone_kind"], "step": bb["step"], "validation": val,
-                                                "steps": plan["steps"], "commands": "\n".join(bb["commands"])})
+        if bb.get("from") is not None:  # --backbone-from: a shipped model (by name) or a file
+            source = f"the shipped model `{bb['from']}`" if bb.get("shipped") else f"`{bb['from']}`"
+            backbone = _fill(sec["shared_from"], {"source": source, "kind": bb.get("kind", "?"), "step": bb.get("step", "?")})
+        else:
+            val = f"; validation MPJPE of its estimate RR {v['rr']:.1f} mm, Global {v['global']:.1f} mm" if v else ""
+            backbone = _fill(sec["shared_trained"], {"kind": plan["backbone_kind"], "step": bb["step"], "validation": val})
+        k = int(plan.get("feature_copies", 1))
+        copies = _fill(sec["shared_copies"], {"copies": k}) if k > 1 else ""
+        out["protocol"] = _fill(sec["shared"], {"backbone": backbone, "copies": copies, "steps": plan["steps"],
+                                                "commands": "\n".join(bb["commands"])})
     elif plan["protocol"] == "keypoints":
         out["protocol"] = _fill(sec["keypoints"], {"noise": f"{plan['keypoint_noise_px']:g}"})
     if ctx.get("mh_test"):

@@ -199,13 +199,31 @@ def _context(plan: ReportPlan, first_summary: dict[str, Any]) -> dict[str, Any]:
         "eval_command": eval_stage(plan, ref, seed0).command,
     }
     ctx["mh_test"].pop("rates", None)
-    if plan.protocol == "shared":
+    if plan.protocol == "shared" and plan.backbone_from is not None:  # a given model's backbone: nothing trained here
+        from handflow.models.shipped import SHIPPED  # lazy: torch for a shared plan only
+
+        ctx["backbone"] = {"from": plan.backbone_from, **_model_facts(plan.backbone_ckpt),
+                           "shipped": plan.backbone_from in SHIPPED and not Path(plan.backbone_from).exists(),
+                           "commands": [features_stage(plan).command]}
+    elif plan.protocol == "shared":
         ctx["backbone"] = {"step": finished_step(plan.backbone_ckpt), "validation": _last_val(plan.backbone_ckpt.parents[1]),
                            "commands": [backbone_stage(plan).command, features_stage(plan).command]}
     ckpt = plan.run_dir(ref, seed0) / "checkpoints" / "last.ckpt"
     if ckpt.exists() and plan.data.exists():
         ctx["samples"] = {"run": ref, "seed": seed0, "checkpoint": str(ckpt), "data": str(plan.data)}
     return ctx
+
+
+def _model_facts(path: Path) -> dict[str, Any]:
+    """``{"kind", "step"}`` of a checkpoint or weights file (its stored model kind and the
+    training step it was written at; empty when it cannot be read)."""
+    from handflow.models.checkpoint import checkpoint_step, read_checkpoint  # lazy: torch for a shared plan only
+
+    try:
+        ck, cfg = read_checkpoint(path, map_location="meta")
+    except (OSError, ValueError):
+        return {}
+    return {"kind": cfg.model.kind, "step": checkpoint_step(ck)}
 
 
 def _last_val(run_dir: Path) -> dict[str, float] | None:

@@ -170,8 +170,9 @@ def _train_overrides(plan: ReportPlan, steps: int, minutes: float | None, worker
 def _features_done(plan: ReportPlan) -> bool:
     from handflow.data.features import FEATURES_META  # lazy: the feature reader loads torch; plans of other protocols need none
 
-    meta = plan.features / FEATURES_META
-    return meta.exists() and {"train", "val", "test"} <= set(json.loads(meta.read_text()).get("splits", {}))
+    path = plan.features / FEATURES_META
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    return {"train", "val", "test"} <= set(meta.get("splits", {})) and int(meta.get("copies", 1)) == plan.feature_copies
 
 
 def backbone_stage(plan: ReportPlan) -> Stage:
@@ -188,8 +189,11 @@ def backbone_stage(plan: ReportPlan) -> Stage:
 
 
 def features_stage(plan: ReportPlan) -> Stage:
+    """Shared protocol: cache the features of the backbone (trained, or ``backbone_from``'s file),
+    ``feature_copies`` augmented copies of every training image."""
+    copies = ["--copies", plan.feature_copies] if plan.feature_copies != 1 else []
     argv = _command("features", "--checkpoint", plan.backbone_ckpt, "--data", plan.data, "--out", plan.features,
-                            "--device", plan.device, "--workers", plan.workers, "--no-progress")
+                            *copies, "--device", plan.device, "--workers", plan.workers, "--no-progress")
     return Stage("features", "features", argv, (plan.backbone_ckpt, plan.data), (plan.features,), _log(plan, "features"),
                  lambda: _features_done(plan), threads=_cores())
 
@@ -205,6 +209,8 @@ def train_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
     if shared:
         over += [f"model.backbone_checkpoint={plan.backbone_ckpt}", "model.freeze_backbone=true",
                  f"data.features={plan.features}"]
+        if plan.feature_copies != 1:
+            over.append(f"data.feature_copies={plan.feature_copies}")
         inputs += (plan.backbone_ckpt, plan.features)
     if keypoints:
         over += ["model.backbone=keypoints", f"data.keypoint_noise_px={plan.keypoint_noise_px}"]
@@ -230,9 +236,10 @@ def eval_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
 
 def plan_stages(plan: ReportPlan) -> list[Stage]:
     """Every command of the benchmark, in stage order (the backbone and features only for
-    ``protocol="shared"``)."""
+    ``protocol="shared"``; no backbone training with ``backbone_from``)."""
     runs = [(n, s) for n in plan.runs for s in plan.seeds]
-    shared = [backbone_stage(plan), features_stage(plan)] if plan.protocol == "shared" else []
+    trained = [] if plan.backbone_from is not None else [backbone_stage(plan)]
+    shared = [*trained, features_stage(plan)] if plan.protocol == "shared" else []
     return [*synth_stages(plan), *multihands_stages(plan), *shared, *(train_stage(plan, n, s) for n, s in runs),
             *(eval_stage(plan, n, s) for n, s in runs)]
 

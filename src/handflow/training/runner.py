@@ -226,8 +226,10 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
 
 
 def init_backbone(module: HandFlowModule, cfg: Config) -> None:
-    """Copy the backbone of ``cfg.model.backbone_checkpoint`` into a fresh ``module`` and, with
-    ``cfg.data.features``, check that the feature cache was made by that backbone.
+    """Copy the backbone of ``cfg.model.backbone_checkpoint`` (a checkpoint, a weights file such as
+    ``handflow export`` writes, float16 weights widened to the module's float32, or a shipped
+    model's name) into a fresh ``module`` and, with ``cfg.data.features``, check that the feature
+    cache was made by that backbone.
 
     Raises:
         CheckpointMismatch: another backbone architecture or image size.
@@ -239,7 +241,7 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
             raise CheckpointMismatch("data.features needs model.backbone_checkpoint: the checkpoint whose backbone made "
                                      "the cache")
         return
-    donor, dcfg = load_checkpoint(src)
+    donor, dcfg = load_checkpoint(resolve_weights(src))
     for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone),
                        ("image size", dcfg.data.image_size, cfg.data.image_size),
                        ("hand model", dcfg.data.hand_model, cfg.data.hand_model)):
