@@ -99,3 +99,8 @@ def check_side(side: str) -> Side:
     if side not in SIDES:
         raise ValueError(f"unknown hand side {side!r}: expected 'right' or 'left'")
     return side  # type: ignore[return-value]
+
+#: flow contexts of an image backbone (``model.context``): ``pooled`` (the paper's: the pooled
+#: ResNet feature) or ``keypoints2d`` (pooled feature ⊕ soft-argmax 2D joints ⊕ their confidence,
+#: from a keypoint head trained by ``L_kp2d``; handflow.models.backbone)
+IMAGE_CONTEXTS = ("pooled", "keypoints2d")

@@ -25,6 +25,7 @@ from typing import Any
 
 from handflow.config.settings import ConfigError, build, read_yaml
 from handflow.config.settings import from_dict as _build_from_dict
+from handflow.constants import IMAGE_CONTEXTS
 
 __all__ = [
     "Config", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "load_config", "from_dict", "saved_config",
@@ -33,10 +34,12 @@ __all__ = [
 ]
 
 PRESETS = ("cpu", "paper")
-#: names of the six loss terms (SPEC section 4), as used in logs and ``LossConfig.enabled``
-LOSS_TERMS = ("nll", "det", "theta", "3d", "2d", "rot")
+#: names of the six loss terms (SPEC section 4) and ``kp2d`` (the keypoint head of
+#: ``model.context=keypoints2d``; not the paper's), as used in logs and ``LossConfig.enabled``
+LOSS_TERMS = ("nll", "det", "theta", "3d", "2d", "rot", "kp2d")
 #: loss term -> its weight field in :class:`LossConfig`
-LOSS_WEIGHT_FIELDS = {"nll": "w_nll", "det": "w_det", "theta": "w_theta", "3d": "w_3d", "2d": "w_2d", "rot": "w_rot"}
+LOSS_WEIGHT_FIELDS = {"nll": "w_nll", "det": "w_det", "theta": "w_theta", "3d": "w_3d", "2d": "w_2d", "rot": "w_rot",
+                      "kp2d": "w_kp2d"}
 #: ``keypoints``: no image; an MLP on the 2D keypoint evidence (handflow.models.keypoint_encoder, docs/lifting.md)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "keypoints")
 #: ``model.kind``: HandFlowNet and the four baselines (``handflow.models.MODEL_REGISTRY`` holds their classes)
@@ -63,7 +66,10 @@ class ModelConfig:
     head, parameter normalizer) starts this run (fresh runs only: fine-tuning); its architecture
     must be this config's. ``backbone=keypoints``: the keypoint-evidence protocol, conditioned on the 2D joints,
     visibility and crop camera instead of the image; ``keypoint_width`` is its encoder's
-    width (``handflow.models.keypoint_encoder``)."""
+    width (``handflow.models.keypoint_encoder``). ``context``: the flow's context from an image
+    backbone, ``pooled`` (the paper's) or ``keypoints2d`` (pooled feature ⊕ the soft-argmax 2D
+    joints of a keypoint head on ``layer3`` ⊕ their confidence, trained by ``L_kp2d``;
+    :class:`handflow.models.backbone.Backbone`)."""
 
     kind: str = "flow"
     backbone: str = "resnet18"
@@ -79,6 +85,7 @@ class ModelConfig:
     init_from: str | None = None
     freeze_backbone: bool = False
     keypoint_width: int = 256
+    context: str = "pooled"
 
 
 @dataclass
@@ -93,7 +100,9 @@ class LossConfig:
     each hand's wrist-relative joints plus a wrist-position term instead of on camera-frame
     joints (:func:`handflow.models.losses.joints3d_loss`). ``nll_noise``: std of the Gaussian noise
     added to the standardized targets of ``L_nll`` (ProHMR's σ = 0.005). ``theta_seed``:
-    seed of the fixed per-image choice of the ``L_θ`` annotation.
+    seed of the fixed per-image choice of the ``L_θ`` annotation. ``w_kp2d``: ``L_kp2d``, the L1
+    error of the keypoint head's 2D joints (visible joints, normalized crop units); it acts only
+    with ``model.context=keypoints2d`` and a trainable backbone.
     """
 
     w_nll: float = 0.2
@@ -102,6 +111,7 @@ class LossConfig:
     w_3d: float = 1.0
     w_2d: float = 2.0
     w_rot: float = 0.05
+    w_kp2d: float = 1.0
     enabled: list[str] | None = None
     num_samples: int = 2
     nll_noise: float = 0.005
@@ -248,7 +258,11 @@ def validate(cfg: Config) -> Config:
     if lc.enabled is not None:
         bad = [e for e in lc.enabled if e not in LOSS_TERMS]
         _check(not bad, f"loss.enabled has unknown term(s) {bad}; known: {list(LOSS_TERMS)}")
-    _check(any(lc.active(t) for t in LOSS_TERMS), "every loss term is switched off (all weights 0 or loss.enabled=[])")
+    _check(any(lc.active(t) for t in LOSS_TERMS if t != "kp2d"),
+           "every loss term is switched off (all weights 0 or loss.enabled=[])")
+    _check(m.context in IMAGE_CONTEXTS, f"model.context={m.context!r}; choose one of {list(IMAGE_CONTEXTS)}")
+    _check(m.context == "pooled" or m.backbone != "keypoints",
+           "model.context=keypoints2d needs an image backbone: model.backbone=keypoints already reads 2D joints")
     _check(lc.num_samples >= 0, f"loss.num_samples={lc.num_samples} must be >= 0")
     _check(lc.nll_noise >= 0 and lc.sample_3d_scale >= 0, "loss.nll_noise and loss.sample_3d_scale must be >= 0")
     _check(d.image_size >= MIN_IMAGE_SIZE, f"data.image_size={d.image_size} must be >= {MIN_IMAGE_SIZE}")

@@ -79,7 +79,7 @@ class HandPoseModel(nn.Module):
         if cfg.model.backbone == KEYPOINTS:  # keypoint-evidence protocol: no image (docs/lifting.md)
             self.backbone: nn.Module = KeypointEncoder(cfg.model.keypoint_width)
         else:
-            self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path)
+            self.backbone = Backbone(cfg.model.backbone, cfg.model.pretrained_path, cfg.model.context)
         self.normalizer = ParamNormalizer()
         if cfg.model.freeze_backbone:
             self.backbone.requires_grad_(False)

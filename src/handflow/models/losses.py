@@ -20,7 +20,8 @@ from handflow.constants import HAND_PARAM_DIM, LEFT_ROOT, NUM_HAND_JOINTS, NUM_R
 from handflow.geometry.camera import project
 from handflow.geometry.rotations import rot6d_orthonormality_residual
 
-__all__ = ["nll_loss", "detmag_loss", "theta_loss", "joints3d_loss", "joints2d_loss", "rotation_loss", "choose_theta_target",
+__all__ = ["nll_loss", "detmag_loss", "theta_loss", "joints3d_loss", "joints2d_loss", "keypoint2d_loss", "rotation_loss",
+           "choose_theta_target",
            "DM"]
 
 DM = 100.0  # mm per loss unit of L_3D
@@ -128,6 +129,18 @@ def joints2d_loss(pred: Tensor, gt_2d: Tensor, visible: Tensor, K: Tensor, size:
     d2 = torch.where(pred[..., 2] > MIN_DEPTH_MM, d2, torch.zeros_like(d2))  # behind-camera guard
     w = visible.to(d2.dtype)
     return (d2 * w).sum() / w.sum().clamp_min(1)
+
+
+def keypoint2d_loss(uv: Tensor, gt_2d: Tensor, visible: Tensor, size: int) -> Tensor:
+    """``L_kp2d``: mean over visible joints of the L1 error of a keypoint head's 2D joints.
+
+    Args:
+        uv: (B, 42, 2) predicted joints in normalized crop units (``2 x / size - 1``);
+        gt_2d: (B, 42, 2) crop pixels; visible: (B, 42) bool; size: crop side.
+    """
+    err = (uv - (gt_2d * (2.0 / size) - 1.0)).abs().sum(-1)
+    w = visible.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1)
 
 
 def rotation_loss(y: Tensor) -> Tensor:

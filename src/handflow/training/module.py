@@ -18,7 +18,7 @@ from handflow.hand.registry import hand_model_named
 from handflow.metrics import mpjpe, sample_spread
 from handflow.models import build_model, decode_joints
 from handflow.models.keypoint_encoder import batch_evidence, image_noise, training_noise
-from handflow.models.losses import choose_theta_target, joints2d_loss, joints3d_loss, rotation_loss, theta_loss
+from handflow.models.losses import choose_theta_target, joints2d_loss, joints3d_loss, keypoint2d_loss, rotation_loss, theta_loss
 
 __all__ = ["HandFlowModule", "git_commit"]
 
@@ -95,6 +95,9 @@ class HandFlowModule(pl.LightningModule):
                 terms["2d"] = terms["2d"] + s * sampled
         if lc.active("rot"):
             terms["rot"] = rotation_loss(preds)
+        if lc.active("kp2d") and m.cfg.model.context == "keypoints2d" and not m.cfg.model.freeze_backbone:
+            uv, _ = m.backbone.keypoints(feats)
+            terms["kp2d"] = keypoint2d_loss(uv, batch["joints_2d"], batch["visible"], size)
         total = sum(lc.weight(k) * v for k, v in terms.items())
         return total, terms, joints
 

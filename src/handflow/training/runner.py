@@ -243,6 +243,7 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
         return
     donor, dcfg = load_checkpoint(resolve_weights(src))
     for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone),
+                       ("backbone context", dcfg.model.context, cfg.model.context),
                        ("image size", dcfg.data.image_size, cfg.data.image_size),
                        ("hand model", dcfg.data.hand_model, cfg.data.hand_model)):
         if a != b:
@@ -280,7 +281,7 @@ def init_network(module: HandFlowModule, cfg: Config) -> Path:
 
 #: what a resumed run must share with its checkpoint (with the saved model kind's own
 #: architecture fields, ``model_class(kind).config_fields``): the network's shape and its inputs
-RESUME_KEYS = ("model.kind", "model.backbone", "data.hand_model", "data.image_size")
+RESUME_KEYS = ("model.kind", "model.backbone", "model.context", "data.hand_model", "data.image_size")
 #: the fix named when a checkpoint's architecture differs from the requested config's
 RESUME_FIX = "use a matching config (those values as overrides) or another output folder"
 
