@@ -107,3 +107,24 @@ def test_config_checks_and_resume_refuses_another_context(tmp_path) -> None:
     torch.save({"state_dict": {}, "optimizer_states": [{}], "hyper_parameters": {"config": to_dict(load_config("cpu"))}}, path)
     with pytest.raises(CheckpointMismatch, match=r"model\.context=pooled \(now keypoints2d\)"):
         check_compatible(path, load_config("cpu", ["model.context=keypoints2d"]))
+
+
+def test_a_pooled_backbone_starts_a_keypoints2d_run_not_the_reverse(tiny_data, tmp_path) -> None:
+    from conftest import tiny_train
+
+    from handflow.training import CheckpointMismatch, HandFlowModule, load_checkpoint
+    from handflow.training.runner import init_backbone
+
+    pooled = tiny_train(tiny_data, tmp_path / "p", 1)
+    cfg = tiny_cfg(tiny_data, tmp_path / "k", 1, **{"model.context": "keypoints2d", "model.backbone_checkpoint": pooled})
+    module = HandFlowModule(cfg)
+    head = {k: v.clone() for k, v in module.model.backbone.keypoint_head.state_dict().items()}
+    init_backbone(module, cfg)
+    donor = load_checkpoint(pooled)[0]
+    assert all(torch.equal(v, donor.model.backbone.net.state_dict()[k])
+               for k, v in module.model.backbone.net.state_dict().items())
+    assert all(torch.equal(v, head[k]) for k, v in module.model.backbone.keypoint_head.state_dict().items())
+    guided = tiny_train(tiny_data, tmp_path / "g", 1, **{"model.context": "keypoints2d"})
+    back = tiny_cfg(tiny_data, tmp_path / "b", 1, **{"model.backbone_checkpoint": guided})
+    with pytest.raises(CheckpointMismatch, match="backbone context 'keypoints2d', this config 'pooled'"):
+        init_backbone(HandFlowModule(back), back)

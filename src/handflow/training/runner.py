@@ -234,6 +234,9 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     Raises:
         CheckpointMismatch: another backbone architecture or image size.
         handflow.data.features.FeatureCacheError: the cache belongs to another backbone.
+
+    A donor with the paper's pooled context may start a ``model.context=keypoints2d`` run (not on
+    cached features): its ResNet is copied and the keypoint head starts fresh.
     """
     src = cfg.model.backbone_checkpoint
     if src is None:
@@ -242,13 +245,18 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
                                      "the cache")
         return
     donor, dcfg = load_checkpoint(resolve_weights(src))
+    # a pooled-context donor lends its ResNet to a keypoints2d run, whose keypoint head starts fresh
+    resnet_only = (dcfg.model.context, cfg.model.context) == ("pooled", "keypoints2d") and cfg.data.features is None
     for what, a, b in (("backbone", dcfg.model.backbone, cfg.model.backbone),
                        ("backbone context", dcfg.model.context, cfg.model.context),
                        ("image size", dcfg.data.image_size, cfg.data.image_size),
                        ("hand model", dcfg.data.hand_model, cfg.data.hand_model)):
-        if a != b:
+        if a != b and not (resnet_only and what == "backbone context"):
             raise CheckpointMismatch(f"model.backbone_checkpoint {src} has {what} {a!r}, this config {b!r}")
-    module.model.backbone.load_state_dict(donor.model.backbone.state_dict())
+    if resnet_only:
+        module.model.backbone.net.load_state_dict(donor.model.backbone.net.state_dict())
+    else:
+        module.model.backbone.load_state_dict(donor.model.backbone.state_dict())
     if cfg.data.features is not None:
         meta = read_meta(cfg.data.features)
         if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
