@@ -226,12 +226,14 @@ def train_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
 
 
 def eval_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
+    """``handflow evaluate`` of one run on the test split; the ``parallel`` evaluations share the
+    cores (two 2-thread evaluations on 2 cores took twice their CPU time)."""
     ckpt, out = plan.run_dir(name, seed) / "checkpoints" / "last.ckpt", plan.eval_dir(name, seed)
     argv = _command("evaluate", "--checkpoint", ckpt, "--data", plan.data, "--multihands", plan.mh, "--split", "test",
                             "--samples", plan.samples, "--out", out, "--device", plan.device, "--batch-size", 64)
     return Stage("evaluate", f"evaluate {name} s{seed}", argv, (ckpt, plan.data, plan.mh / "test"),
                  (out / "per_image.npz", out / "summary.json"), _log(plan, f"eval-{name}-s{seed}"),
-                 partial(_exists, out / "summary.json"), threads=2)
+                 partial(_exists, out / "summary.json"), threads=max(1, _cores() // max(1, plan.parallel)))
 
 
 def plan_stages(plan: ReportPlan) -> list[Stage]:

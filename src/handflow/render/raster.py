@@ -4,7 +4,9 @@ Batched over images: every (triangle, pixel-in-its-bounding-box) pair becomes on
 candidate, candidates are tested with edge functions at pixel centres ``(i + 0.5, j + 0.5)``
 (both windings accepted), and the nearest candidate per pixel wins through two
 ``scatter_reduce`` passes over a flat ``B·H·W`` index. Depth is perspective-correct
-(interpolated ``1/z``).
+(interpolated ``1/z``). Per-triangle work runs on (B, F) arrays gathered once per corner
+(``index_select`` along the vertex axis); only the triangles that cover a pixel (and, with a
+``pixel_mask``, touch a masked pixel) are enumerated further.
 """
 
 from __future__ import annotations
@@ -32,26 +34,20 @@ class Fragments:
     bary: Tensor
 
 
-def _touches_mask(mask: Tensor, lo: Tensor, hi: Tensor, F: int) -> Tensor:
-    """(B·F,) long, 1 where the pixel box ``[lo, hi]`` (inclusive, (B·F, 2) as x, y; empty when
-    hi < lo) of a triangle holds at least one pixel of ``mask`` (B, H, W), else 0.
+def _box_hits_mask(mask: Tensor, x0: Tensor, y0: Tensor, x1: Tensor, y1: Tensor) -> Tensor:
+    """(B, F) bool, true where the pixel box ``[x0, x1) × [y0, y1)`` of a triangle (each (B, F)
+    long, inside ``[0, W] × [0, H]``) holds at least one pixel of ``mask`` (B, H, W).
 
     Counted in O(1) per triangle with a summed-area table of the mask, so a masked render
-    enumerates only the (triangle, pixel) pairs of triangles near the masked pixels."""
+    enumerates only the (triangle, pixel) pairs of triangles near the masked pixels. An empty
+    box may count non-zero (both sides inverted); callers AND this with a non-empty box test."""
     B, H, W = mask.shape
     sat = torch.zeros(B, H + 1, W + 1, dtype=torch.int32, device=mask.device)
     sat[:, 1:, 1:] = mask.to(torch.int32).cumsum(1).cumsum(2)
     sat = sat.reshape(B, -1)
-    img = torch.arange(B, device=mask.device).repeat_interleave(F)
-    x0, y0 = lo[:, 0].clamp(0, W), lo[:, 1].clamp(0, H)
-    x1, y1 = (hi[:, 0] + 1).clamp(0, W), (hi[:, 1] + 1).clamp(0, H)
-    x1, y1 = torch.maximum(x1, x0), torch.maximum(y1, y0)
-
-    def at(y: Tensor, x: Tensor) -> Tensor:
-        return sat[img, y * (W + 1) + x]
-
-    count = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
-    return (count > 0).to(lo.dtype)
+    r0, r1 = y0 * (W + 1), y1 * (W + 1)
+    count = (sat.gather(1, r1 + x1) - sat.gather(1, r0 + x1)) - (sat.gather(1, r1 + x0) - sat.gather(1, r0 + x0))
+    return count > 0
 
 
 def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, near: float = 1.0,
@@ -74,53 +70,56 @@ def rasterize(verts: Tensor, faces: Tensor, K: Tensor, height: int, width: int, 
     """
     if verts.dim() == 2:
         verts = verts[None]
-    B = verts.shape[0]
+    B, V = verts.shape[:2]
     K = K.expand(B, 3, 3) if K.dim() == 2 else K
     dev, dt = verts.device, verts.dtype
     F = faces.shape[0]
+    if pixel_mask is not None and pixel_mask.shape != (B, height, width):
+        raise ValueError(f"rasterize: pixel_mask must be {(B, height, width)}, got {tuple(pixel_mask.shape)}")
     z = verts[..., 2]
-    f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None]
-    c = torch.stack([K[:, 0, 2], K[:, 1, 2]], -1)[:, None]
-    uv = verts[..., :2] / z.clamp_min(near)[..., None] * f.to(dt) + c.to(dt)  # (B, V, 2)
-    tuv = uv[:, faces]  # (B, F, 3, 2)
-    tz = z[:, faces]  # (B, F, 3)
-    tuv = tuv.reshape(B * F, 3, 2)
-    tz = tz.reshape(B * F, 3)
-    lo = (tuv.amin(1) - 0.5).ceil().long()
-    hi = (tuv.amax(1) - 0.5).floor().long()
-    lo[:, 0].clamp_(0, width)
-    lo[:, 1].clamp_(0, height)
-    hi[:, 0].clamp_(-1, width - 1)
-    hi[:, 1].clamp_(-1, height - 1)
-    bw = (hi[:, 0] - lo[:, 0] + 1).clamp_min(0)
-    bh = (hi[:, 1] - lo[:, 1] + 1).clamp_min(0)
-    n = torch.where((tz > near).all(1), bw * bh, torch.zeros_like(bw))
+    zc = z.clamp_min(near)
+    u = verts[..., 0] / zc * K[:, 0, 0, None].to(dt) + K[:, 0, 2, None].to(dt)
+    v = verts[..., 1] / zc * K[:, 1, 1, None].to(dt) + K[:, 1, 2, None].to(dt)
+    # per face corner k: (B, F) screen u, v and camera z
+    ft = faces.to(dev).t()
+    cu = [u.index_select(1, ft[k]) for k in range(3)]
+    cv = [v.index_select(1, ft[k]) for k in range(3)]
+    cz = [z.index_select(1, ft[k]) for k in range(3)]
+    x0 = (torch.minimum(torch.minimum(cu[0], cu[1]), cu[2]) - 0.5).ceil_().long().clamp_(0, width)
+    y0 = (torch.minimum(torch.minimum(cv[0], cv[1]), cv[2]) - 0.5).ceil_().long().clamp_(0, height)
+    x1 = (torch.maximum(torch.maximum(cu[0], cu[1]), cu[2]) - 0.5).floor_().long().clamp_(-1, width - 1)
+    y1 = (torch.maximum(torch.maximum(cv[0], cv[1]), cv[2]) - 0.5).floor_().long().clamp_(-1, height - 1)
+    bw, bh = (x1 - x0 + 1).clamp_min_(0), (y1 - y0 + 1).clamp_min_(0)
+    # a triangle is drawn when its box holds a pixel centre and no corner is nearer than `near`
+    live = (bw > 0) & (bh > 0) & (cz[0] > near) & (cz[1] > near) & (cz[2] > near)
     if pixel_mask is not None:
-        if pixel_mask.shape != (B, height, width):
-            raise ValueError(f"rasterize: pixel_mask must be {(B, height, width)}, got {tuple(pixel_mask.shape)}")
-        n = n * _touches_mask(pixel_mask, lo, hi, F)  # cull triangles whose box holds no masked pixel
-    tri = torch.repeat_interleave(torch.arange(B * F, device=dev), n)
-    local = torch.arange(tri.numel(), device=dev) - (torch.cumsum(n, 0) - n)[tri]
-    px = lo[tri, 0] + local % bw[tri]
-    py = lo[tri, 1] + local // bw[tri]
-    if pixel_mask is not None:
-        keep = pixel_mask.reshape(-1)[((tri // F) * height + py) * width + px]
-        tri, px, py = tri[keep], px[keep], py[keep]
-    p = torch.stack([px, py], -1).to(dt) + 0.5
-    a, b, cc = tuv[tri, 0], tuv[tri, 1], tuv[tri, 2]
-
-    def edge(p0: Tensor, p1: Tensor, q: Tensor) -> Tensor:
-        return (p1[:, 0] - p0[:, 0]) * (q[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (q[:, 0] - p0[:, 0])
-
-    area = edge(a, b, cc)
-    safe = torch.where(area.abs() > 1e-12, area, torch.ones_like(area))
-    w0, w1, w2 = edge(b, cc, p) / safe, edge(cc, a, p) / safe, edge(a, b, p) / safe
-    inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (area.abs() > 1e-12)
-    tri, px, py = tri[inside], px[inside], py[inside]
-    bary = torch.stack([w0, w1, w2], -1)[inside] / tz[tri]
+        live &= _box_hits_mask(pixel_mask, x0, y0, x1 + 1, y1 + 1)
+    sel = live.view(-1).nonzero().squeeze(1)
+    bw, bh, x0, y0 = bw.view(-1)[sel], bh.view(-1)[sel], x0.view(-1)[sel], y0.view(-1)[sel]
+    n = bw * bh
+    k = torch.repeat_interleave(torch.arange(sel.numel(), device=dev), n)  # candidate -> position in sel
+    local = torch.arange(k.numel(), device=dev) - (torch.cumsum(n, 0) - n)[k]
+    bwk = bw[k]
+    px = x0[k] + local % bwk
+    py = y0[k] + torch.div(local, bwk, rounding_mode="floor")
+    tri = sel[k]
+    img = torch.div(tri, F, rounding_mode="floor")
+    if pixel_mask is not None:  # a touching box may still hold unmasked pixels
+        keep = pixel_mask.reshape(-1)[(img * height + py) * width + px]
+        tri, px, py, img = tri[keep], px[keep], py[keep], img[keep]
+    qx, qy = px.to(dt) + 0.5, py.to(dt) + 0.5
+    ax, ay, bx, by, cx, cy = (t.view(-1)[tri] for t in (cu[0], cv[0], cu[1], cv[1], cu[2], cv[2]))
+    area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    ok = area.abs() > 1e-12
+    safe = torch.where(ok, area, torch.ones_like(area))
+    w0 = ((cx - bx) * (qy - by) - (cy - by) * (qx - bx)) / safe
+    w1 = ((ax - cx) * (qy - cy) - (ay - cy) * (qx - cx)) / safe
+    w2 = ((bx - ax) * (qy - ay) - (by - ay) * (qx - ax)) / safe
+    inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & ok
+    tri, px, py, img = tri[inside], px[inside], py[inside], img[inside]
+    bary = torch.stack([w0[inside] / cz[0].view(-1)[tri], w1[inside] / cz[1].view(-1)[tri], w2[inside] / cz[2].view(-1)[tri]], -1)
     depth = 1.0 / bary.sum(-1)
     bary = bary * depth[:, None]
-    img = tri // F
     pix = (img * height + py) * width + px
     N = B * height * width
     zbuf = torch.full((N,), float("inf"), dtype=dt, device=dev).scatter_reduce_(0, pix, depth, reduce="amin")
