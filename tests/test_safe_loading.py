@@ -311,3 +311,19 @@ def test_no_unsafe_load_is_left_in_the_sources() -> None:
                 direct += [f"{rel}:{text[:m.start()].count(chr(10)) + 1}" for m in re.finditer(r"\btorch\.load\(", text)]
     assert not unsafe, f"weights_only=False (a file could run code): {unsafe}"
     assert not direct, f"torch.load outside handflow.safeio.load_torch_file: {direct}"
+
+
+def test_saving_checkpoints_logs_no_weights_only_note(tiny_data, tmp_path, caplog) -> None:
+    """Lightning notes "`weights_only` was not set, defaulting to `False`" on every full
+    checkpoint *save*; beside our weights_only=True loads it reads like an unsafe load, so a
+    training run drops it (and only it: the filter is gone after the run)."""
+    import logging
+
+    from handflow.training.runner import _LIGHTNING_CHECKPOINT_LOGGER
+
+    with caplog.at_level("INFO", logger=_LIGHTNING_CHECKPOINT_LOGGER):
+        tiny_train(tiny_data, tmp_path / "run", 2, **{"train.ckpt_every": 1})
+        assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+        assert "weights_only` was not set" not in caplog.text
+        logging.getLogger(_LIGHTNING_CHECKPOINT_LOGGER).info("`weights_only` was not set, defaulting to `False`.")
+    assert "weights_only` was not set" in caplog.text  # the filter was scoped to the run; the capture works

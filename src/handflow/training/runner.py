@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 #: (``training_epoch_loop.py``): untrue for our runs, which :class:`MidEpochResume` re-aligns exactly
 _LIGHTNING_MID_EPOCH_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
 
+#: Lightning's logger that notes, on every checkpoint *save* without an explicit ``weights_only``,
+#: "`weights_only` was not set, defaulting to `False`": it means that the optimizer state is
+#: written too (what resume needs), but reads like an unsafe load next to ours, which are all
+#: ``weights_only=True``
+_LIGHTNING_CHECKPOINT_LOGGER = "lightning.pytorch.trainer.connectors.checkpoint_connector"
+
+
+class _DropSaveDefaultNote(logging.Filter):
+    """Drops Lightning's "`weights_only` was not set" note on saving (:data:`_LIGHTNING_CHECKPOINT_LOGGER`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`weights_only` was not set" not in record.getMessage()
+
 
 class _BatchAlignedSampler(torch.utils.data.Sampler[int]):
     """Wraps the training sampler so that each pass over it starts where the run's total
@@ -219,9 +232,14 @@ def train(cfg: Config, resume: str | bool = True, datamodule: Any = None, enable
         check_compatible(ckpt_path, cfg)
         log.info("resuming from %s", ckpt_path)
     trainer = _trainer(cfg, out, extra_callbacks=extra_callbacks, enable_progress_bar=enable_progress_bar, **trainer_overrides)
-    with warnings.catch_warnings():  # scoped to this fit: our mid-epoch resume is exact (MidEpochResume)
-        warnings.filterwarnings("ignore", message=_LIGHTNING_MID_EPOCH_WARNING, category=PossibleUserWarning)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    note, drop = logging.getLogger(_LIGHTNING_CHECKPOINT_LOGGER), _DropSaveDefaultNote()
+    note.addFilter(drop)
+    try:
+        with warnings.catch_warnings():  # scoped to this fit: our mid-epoch resume is exact (MidEpochResume)
+            warnings.filterwarnings("ignore", message=_LIGHTNING_MID_EPOCH_WARNING, category=PossibleUserWarning)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        note.removeFilter(drop)
     return last
 
 
