@@ -121,3 +121,32 @@ def test_images_of_another_size_are_refused(tiny_data, donor, tmp_path):
     batch = torch.utils.data.default_collate([InterHandDataset(tiny_data, "train", 48)[0]])
     with pytest.raises(ValueError, match="data.image_size=64"):
         module.compute_losses(batch)
+
+
+def test_evaluation_on_cached_features_equals_evaluation_on_images(tiny_data, donor, tmp_path):
+    """A head on the frozen backbone scored from the cached test features (``--features``) gives
+    the per-image metrics of scoring it on the decoded images; a cache of another backbone is
+    refused in one line."""
+    import numpy as np
+
+    from handflow.data.features import FeatureCacheError
+    from handflow.evaluation import evaluate
+    from handflow.multihands.generate import GenerateConfig, dataset_targets, generate
+
+    ckpt, feats = donor
+    mh = tmp_path / "mh"  # with MultiHands: the min/MMD columns, and the image ids read before the cache wraps
+    generate(mh, "test", GenerateConfig(num=3, rounds=1, proposals_per_image=8, image_size=64, batch_images=8),
+             dataset_targets(tiny_data, "test", 64), progress=False)
+    head = tiny_train(tiny_data, tmp_path / "head", steps=2, **{"model.backbone_checkpoint": str(ckpt),
+                                                                "model.freeze_backbone": True, "data.features": str(feats)})
+    kw = {"samples": 4, "batch_size": 3, "progress": False, "multihands": mh}
+    evaluate(head, tiny_data, tmp_path / "img", **kw)
+    evaluate(head, tiny_data, tmp_path / "feat", features=feats, **kw)
+    a, b = np.load(tmp_path / "img" / "per_image.npz"), np.load(tmp_path / "feat" / "per_image.npz")
+    assert np.array_equal(a["image_id"], b["image_id"]) and len(a["image_id"]) > 1
+    assert b["has_multihands"].any()
+    for k in ("mpjpe_z0_rr", "mpjpe_z0_global", "mpjpe_best_rrr", "spread_mm", "min_global", "mmd_rrr"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-3, err_msg=k)
+    other = tiny_train(tiny_data, tmp_path / "other", steps=1, **{"model.kind": "deterministic", "train.seed": 5})
+    with pytest.raises(FeatureCacheError, match="another backbone"):
+        evaluate(other, tiny_data, tmp_path / "bad", features=feats, **kw)

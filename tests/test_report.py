@@ -564,3 +564,25 @@ def test_a_partial_run_says_which_seeds_its_tables_hold(fake_bench, tmp_path) ->
         shutil.rmtree(fake_bench.eval_dir(n, 1))
     partial = render_page(gather(fake_bench, tmp_path / "b", reference=False))
     assert f"seeds 0 (the plan has seeds 0, 1: {len(MEANS)} of {2 * len(MEANS)} evaluations done;" in partial
+
+
+def test_stage_time_is_recorded_as_each_job_ends(tmp_path, monkeypatch) -> None:
+    """A job sees the time of the jobs that ended before it in ``timings.json``: an invocation
+    killed outright (no ``finally``: SIGKILL, a closed session) keeps the time of its finished
+    jobs (a benchmark killed after 16 of 18 heads reported its training stage as 0.9 min)."""
+    from functools import partial
+
+    from handflow.pipeline import run as run_mod
+    from handflow.pipeline.stages import Stage
+
+    plan = ReportPlan(work=str(tmp_path / "w"))
+    timings = plan.root / "timings.json"
+    seen = tmp_path / "seen"
+    first = Stage("train", "train 0", [sys.executable, "-c", "import time; time.sleep(0.3)"], (), (), tmp_path / "t0.log",
+                  lambda: False)
+    copy = f"import pathlib, shutil; p = pathlib.Path({str(timings)!r}); p.exists() and shutil.copy(p, {str(seen)!r})"
+    second = Stage("train", "train 1", [sys.executable, "-c", copy], (), (seen,), tmp_path / "t1.log", partial(seen.exists))
+    monkeypatch.setattr(run_mod, "plan_stages", lambda p: [first, second])
+    run_report(plan, ("train",), progress=False)
+    assert json.loads(seen.read_text())["train"] >= 0.3  # written when train 0 ended, before train 1 started
+    assert json.loads(timings.read_text())["train"] >= json.loads(seen.read_text())["train"]

@@ -25,6 +25,8 @@ def evaluate(
     chunk_images: int = typer.Option(512, min=1, help="Images per resumable chunk (written under OUT/chunks/)."),
     overwrite: bool = typer.Option(False, help="Discard an earlier evaluation in OUT (other settings) and start afresh."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    features: Path = typer.Option(None, help="A `handflow features` cache of this checkpoint's frozen backbone: its "
+                                  "features replace decoding the images (shared-feature protocol)."),
 ) -> None:
     """Single-annotation MPJPE (z = 0 and best of N), min/max MPJPE over plausible annotations,
     MMD per alignment and sample spread of one checkpoint; rerun to resume."""
@@ -36,7 +38,7 @@ def evaluate(
     try:
         summary = run(checkpoint, data, out, split=split, multihands=multihands, samples=samples, batch_size=batch_size,
                       device=device, seed=seed, limit=limit, num_workers=num_workers, chunk_images=chunk_images,
-                      progress=progress, overwrite=overwrite)
+                      progress=progress, overwrite=overwrite, features=features)
     except (FileNotFoundError, RunMismatch, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,9 +55,12 @@ def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
         return "(no log)"
 
 
-def run_jobs(jobs: list[Job], parallel: int = 1, desc: str = "jobs", progress: bool = True) -> float:
+def run_jobs(jobs: list[Job], parallel: int = 1, desc: str = "jobs", progress: bool = True,
+             on_finish: Callable[[], None] | None = None) -> float:
     """Run ``jobs`` with at most ``parallel`` at a time; raise :class:`JobFailed` after the
-    running ones finish when any fails. Returns the wall time (s)."""
+    running ones finish when any fails. ``on_finish()`` is called each time a job ends (e.g. to
+    record the time spent so far, which a killed invocation would otherwise lose). Returns the
+    wall time (s)."""
     t0 = time.perf_counter()
     pending, running, failed = list(jobs), [], []
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit="job")
@@ -78,6 +82,8 @@ def run_jobs(jobs: list[Job], parallel: int = 1, desc: str = "jobs", progress: b
                 continue
             fh.close()
             bar.update(1)
+            if on_finish is not None:
+                on_finish()
             if proc.returncode != 0:
                 failed.append((job, proc.returncode))
         running = still

@@ -100,6 +100,19 @@ def _open_dataset(data: Path, split: str, cfg: Any, load_images: bool = True) ->
                                 "dataset has (train, val, test)") from None
 
 
+def _with_features(ds: Any, folder: Path, split: str, module: Any) -> Any:
+    """``ds`` (opened without images) with each item's cached feature of ``split`` from ``folder``,
+    refused in one line unless the cache was made by ``module``'s backbone from this dataset."""
+    from handflow.data.features import FeatureCacheError, FeatureDataset, backbone_digest, load_split_features, read_meta
+
+    meta = read_meta(folder)
+    if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
+        raise FeatureCacheError(f"{folder} was made by another backbone ({meta.get('checkpoint')}) than this checkpoint's; "
+                                "evaluate without --features, or run `handflow features` with this checkpoint")
+    feats, ids = load_split_features(folder, split)
+    return FeatureDataset(ds, feats, ids)
+
+
 def _open_multihands(multihands: Path, split: str, image_ids: np.ndarray) -> Any:
     """MultiHands records of ``split``; raises when they share no image with the data, warns
     with counts when only some images have annotations."""
@@ -199,7 +212,7 @@ def joint_columns(J: torch.Tensor, batch: dict[str, Any], device: str, records: 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: str = "test",
              multihands: str | Path | None = None, samples: int = 100, batch_size: int = 32, device: str = "cpu",
              seed: int = 0, limit: int | None = None, num_workers: int = 0, chunk_images: int = 512,
-             progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+             progress: bool = True, overwrite: bool = False, features: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (any model kind) on ``data/split``.
 
     Writes into ``out``: ``per_image.npz`` (M images in dataset order; columns in
@@ -222,6 +235,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
         chunk_images: images per resumable chunk.
         progress: show a progress bar.
         overwrite: discard an earlier evaluation in ``out`` made with other settings.
+        features: a ``handflow features`` cache made by this checkpoint's (frozen) backbone: the
+            split's cached features replace decoding the images and running the backbone (the
+            shared-feature protocol, where they are the same numbers; checked by the backbone's
+            weight digest and the image ids).
 
     Returns:
         The ``summary.json`` dict: settings, counts and ``metrics[column] = {mean, std, sem,
@@ -240,15 +257,18 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
     _check_inputs(checkpoint, data, mh, samples, batch_size, chunk_images, limit, device)
     module, cfg = load_checkpoint(checkpoint)
     module = module.to(device).eval()
-    ds = _open_dataset(data, split, cfg, load_images=not module.model.uses_keypoints)  # keypoints: no image decoded
+    # keypoints, or cached features: no image decoded
+    ds = _open_dataset(data, split, cfg, load_images=not module.model.uses_keypoints and features is None)
     M = len(ds) if limit is None else min(limit, len(ds))
     if M == 0:
         raise ValueError(f"split {split!r} of {data} has no image")
     records = None if mh is None else _open_multihands(mh, split, np.asarray(ds.index.a["img_id"][:M]))
+    if features is not None:
+        ds = _with_features(ds, Path(features), split, module)
     run = {"checkpoint": str(checkpoint.resolve()), "checkpoint_identity": checkpoint_identity(checkpoint),
            "data": str(data.resolve()), "split": split, "multihands": None if mh is None else str(mh.resolve()),
            "samples": samples, "seed": seed, "images": M, "chunk_images": chunk_images, "batch_size": batch_size,
-           "device": device}
+           "device": device, **({} if features is None else {"features": str(Path(features).resolve())})}
     chunks = _prepare_out(out, run, overwrite)
     n_chunks = math.ceil(M / chunk_images)
     path = [chunks / f"chunk-{c:05d}.npz" for c in range(n_chunks)]

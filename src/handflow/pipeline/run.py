@@ -2,8 +2,9 @@
 
 Each stage runs its pending commands (:attr:`Stage.done` false) as ``python -m handflow ...``
 processes, ``parallel`` side by side (:func:`handflow.evaluation.jobs.run_jobs`), and adds its
-wall time to ``WORK/timings.json`` (printed on the page) when it ran any, also when a job failed or the
-invocation was interrupted (Ctrl-C; the time was spent, and the finished work is kept). ``shard=(i, n)`` runs only the
+wall time to ``WORK/timings.json`` (printed on the page) when it ran any, as each job ends and
+when a job failed or the invocation was interrupted (Ctrl-C; the time was spent, and the
+finished work is kept), so a killed invocation loses only the time since its last finished job. ``shard=(i, n)`` runs only the
 ``i``-th interleaved share of every stage's commands (a scheduler's array task). ``write``
 gathers the table (:mod:`handflow.pipeline.results`) and renders the page
 (:mod:`handflow.pipeline.render`) into ``out`` without running anything.
@@ -68,11 +69,11 @@ def run_report(plan: ReportPlan, stages: tuple[str, ...] = STAGES, out: str | Pa
         if s == "features" and jobs and not plan.backbone_ckpt.exists():
             raise MissingFileError(f"{plan.backbone_ckpt} not found: run the backbone stage first")
         if jobs:  # a stage with nothing to do adds no line "backbone 0.0 min" to the page
-            t0 = time.monotonic()
-            try:
-                run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress)
+            clock = _StageClock(plan, s)
+            try:  # recorded as each job ends: a killed invocation (SIGKILL, a closed session) loses only the rest
+                run_jobs(jobs, _parallel(plan, s), s if s != "data" else "synth", progress, on_finish=clock.record)
             finally:  # a failed or interrupted invocation spent its time too (its finished work is kept)
-                _add_timing(plan, s, time.monotonic() - t0)
+                clock.record()
     return render_report(plan, out) if "write" in stages else None
 
 
@@ -83,6 +84,18 @@ def render_report(plan: ReportPlan, out: str | Path | None = None, figures: bool
     md = page_path(plan, out)
     table = gather(plan, md.parent)
     return write_page(table, md, figures=figures)
+
+
+class _StageClock:
+    """Adds the wall time of ``stage`` since the last :meth:`record` to ``WORK/timings.json``."""
+
+    def __init__(self, plan: ReportPlan, stage: str) -> None:
+        self.plan, self.stage, self.t = plan, stage, time.monotonic()
+
+    def record(self) -> None:
+        now = time.monotonic()
+        _add_timing(self.plan, self.stage, now - self.t)
+        self.t = now
 
 
 def _add_timing(plan: ReportPlan, stage: str, seconds: float) -> None:

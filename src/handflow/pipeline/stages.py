@@ -229,9 +229,11 @@ def eval_stage(plan: ReportPlan, name: str, seed: int) -> Stage:
     """``handflow evaluate`` of one run on the test split; the ``parallel`` evaluations share the
     cores (two 2-thread evaluations on 2 cores took twice their CPU time)."""
     ckpt, out = plan.run_dir(name, seed) / "checkpoints" / "last.ckpt", plan.eval_dir(name, seed)
+    # shared protocol: the frozen backbone's cached test features, not the images again
+    cached = ("--features", plan.features) if plan.protocol == "shared" else ()
     argv = _command("evaluate", "--checkpoint", ckpt, "--data", plan.data, "--multihands", plan.mh, "--split", "test",
-                            "--samples", plan.samples, "--out", out, "--device", plan.device, "--batch-size", 64)
-    return Stage("evaluate", f"evaluate {name} s{seed}", argv, (ckpt, plan.data, plan.mh / "test"),
+                            "--samples", plan.samples, "--out", out, "--device", plan.device, "--batch-size", 64, *cached)
+    return Stage("evaluate", f"evaluate {name} s{seed}", argv, (ckpt, plan.data, plan.mh / "test", *cached[1:]),
                  (out / "per_image.npz", out / "summary.json"), _log(plan, f"eval-{name}-s{seed}"),
                  partial(_exists, out / "summary.json"), threads=max(1, _cores() // max(1, plan.parallel)))
 
