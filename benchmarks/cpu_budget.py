@@ -1,7 +1,7 @@
 """What a training budget gives: z = 0 MPJPE of a run's checkpoints against the no-image reference.
 
     python benchmarks/cpu_budget.py --run RUN_DIR --data DATA [--splits val,test] [--limit 320] \
-        [--json curve.json] [--plot curve.png] [--label NAME] [--also OTHER.json ...]
+        [--json curve.json] [--plot curve.png] [--label NAME] [--also OTHER.json ...] [--images-before N]
     python benchmarks/cpu_budget.py --plot curve.png --also A.json B.json      # redraw from saved rows
 
 For every periodic checkpoint of ``RUN_DIR`` (``checkpoints/stepNNNNNNN.ckpt``) and its
@@ -71,11 +71,12 @@ def z0_errors(ckpt: Path, batches: list[dict]) -> tuple[dict[str, float], dict[s
             {a: torch.cat(v).mean().item() for a, v in ref.items()})
 
 
-def images_seen(path: Path) -> tuple[int, int]:
-    """(global step, images presented = step × batch size) of a checkpoint."""
+def images_seen(path: Path, before: int = 0) -> tuple[int, int]:
+    """(global step, images presented = ``before`` + step × batch size) of a checkpoint;
+    ``before``: images its starting weights had seen (a run continued with ``model.init_from``)."""
     ck = load_torch_file(path)
     step = checkpoint_step(ck)
-    return step, step * int(ck["hyper_parameters"]["config"]["data"]["batch_size"])
+    return step, before + step * int(ck["hyper_parameters"]["config"]["data"]["batch_size"])
 
 
 def read_curves(files: list[Path]) -> dict[str, list[dict]]:
@@ -120,6 +121,9 @@ def main() -> None:
     ap.add_argument("--label", default=None, help="this run's name in the plot (default: the run folder)")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="other runs' --json files drawn beside it")
     ap.add_argument("--device", default=None, help="the machine, recorded in the JSON (e.g. '2-core CPU')")
+    ap.add_argument("--images-before", type=int, default=0,
+                    help="images the run's starting weights had seen (a run continued with model.init_from): "
+                         "added to every checkpoint's count")
     a = ap.parse_args()
     if a.run is None:
         if not (a.plot and a.also):
@@ -143,7 +147,7 @@ def main() -> None:
         batches = load_batches(next(iter(ckpts.values())), a.data, split, a.limit)
         for name, path in ckpts.items():
             model, ref = z0_errors(path, batches)
-            step, seen = images_seen(path)
+            step, seen = images_seen(path, a.images_before)
             rows.append({"split": split, "checkpoint": name, "step": step, "images": seen, "model": model, "reference": ref})
             m = " ".join(f"{model[x]:8.1f}" for x in names)
             r = " ".join(f"{ref[x]:.1f}" for x in names)
@@ -151,7 +155,7 @@ def main() -> None:
     label = a.label or a.run.name
     if a.json:
         a.json.write_text(json.dumps({"label": label, "run": str(a.run), "data": str(a.data), "limit": a.limit,
-                                      "device": a.device, "rows": rows}, indent=1))
+                                      "device": a.device, "images_before": a.images_before, "rows": rows}, indent=1))
     if a.plot:
         plot_curves({label: [r for r in rows if r["checkpoint"] != "last"], **read_curves(a.also)}, a.plot)
 
