@@ -102,9 +102,10 @@ def plot_curves(curves: dict[str, list[dict]], out: Path) -> None:
         ax.set_xlabel("images presented", fontsize=8)
         ax.set_title(f"z = 0 {c.upper()} (mm)" if c != COL_2D else "2D error, visible joints (px)", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: never over a curve
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=7, frameon=False)
     fig.suptitle("dashed: mean training pose", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
