@@ -99,6 +99,7 @@ def plot_curves(curves: dict[str, list[dict]], out: Path) -> None:
                 ax.axhline(rows[-1]["reference"][c], ls="--", lw=0.8, color=line.get_color())
     for ax, c in zip(axes, cols):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a short range labels its minor ticks, overlapping
         ax.set_xlabel("images presented", fontsize=8)
         ax.set_title(f"z = 0 {c.upper()} (mm)" if c != COL_2D else "2D error, visible joints (px)", fontsize=9)
         ax.grid(alpha=0.3)
