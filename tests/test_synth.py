@@ -534,3 +534,40 @@ def test_cli_help_and_bad_shard(tmp_path):
         assert opt in r.output
     r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--shard", "3/2"])
     assert r.exit_code != 0 and "shard" in r.output
+
+
+def test_a_sequence_whose_keyframes_cannot_be_placed_is_drawn_again(monkeypatch) -> None:
+    """A pose pair with no valid placement in ``MAX_KEY_TRIES`` tries rejects the sequence draw
+    (it aborted a 20,000-frame ``handflow synth`` after 4 minutes); when the later keyframes keep
+    failing the sequence falls back to a static one, and only when no keyframe at all can be
+    placed is the error raised, naming the template."""
+    from handflow.hand.collision import collide
+    from handflow.hand.registry import load_hand_model
+
+    model = load_hand_model("openhand").double()
+    betas = {s: torch.zeros(10, dtype=torch.float64) for s in ("right", "left")}
+    real = scenes.sample_keyframe
+
+    def failing(fail_forced: int, fail_all: bool = False):
+        left = {"n": fail_forced}
+
+        def sample(*a, poses=None, **kw):
+            if fail_all or (poses is not None and left["n"] > 0):
+                left["n"] -= 1
+                raise scenes.KeyframeRejected("no valid keyframe")
+            return real(*a, poses=poses, **kw)
+        return sample
+
+    monkeypatch.setattr(scenes, "sample_keyframe", failing(1))
+    seq = scenes.sample_sequence(12, model, collide, betas, torch.Generator().manual_seed(3), template="free")
+    assert seq.stats["sequence_rejections"] >= 1 and seq.stats["static_fallbacks"] == 0
+    assert not torch.allclose(seq.wrists["left"][0], seq.wrists["left"][-1])  # it moves
+
+    monkeypatch.setattr(scenes, "sample_keyframe", failing(10**6))
+    seq = scenes.sample_sequence(12, model, collide, betas, torch.Generator().manual_seed(3), template="free")
+    assert seq.stats["static_fallbacks"] == 1 and seq.stats["sequence_rejections"] == scenes.MAX_SEQUENCE_TRIES
+    assert torch.allclose(seq.wrists["left"][0], seq.wrists["left"][-1])  # static
+
+    monkeypatch.setattr(scenes, "sample_keyframe", failing(0, fail_all=True))
+    with pytest.raises(RuntimeError, match="template 'free': no valid sequence"):
+        scenes.sample_sequence(12, model, collide, betas, torch.Generator().manual_seed(3), template="free")

@@ -40,6 +40,7 @@ __all__ = [
     "slerp",
     "interpolate_keys",
     "sample_keyframe",
+    "KeyframeRejected",
     "sample_sequence",
     "WRIST_DISTANCE_MM",
 ]
@@ -222,6 +223,10 @@ def slerp(R0: Tensor, R1: Tensor, t: Tensor) -> Tensor:
     return R0 @ axis_angle_to_matrix(t.to(w.dtype).reshape(shape) * w)
 
 
+class KeyframeRejected(RuntimeError):
+    """No valid keyframe in :data:`MAX_KEY_TRIES` placements (:func:`sample_keyframe`)."""
+
+
 def _mirror_key(key: SceneKey) -> SceneKey:
     """Swap roles by the x-reflection: the mirror of a right hand is a left hand."""
 
@@ -264,6 +269,11 @@ def sample_keyframe(
 
     Returns:
         ``(key, pose_names)``.
+
+    Raises:
+        KeyframeRejected: no valid placement in :data:`MAX_KEY_TRIES` tries (with ``poses``
+            forced, some pose pairs collide in most placements); :func:`sample_sequence` then
+            draws the sequence again.
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}: expected one of {sorted(TEMPLATES)}")
@@ -305,7 +315,7 @@ def sample_keyframe(
             continue
         key = SceneKey(right, HandPlacement(place[1], wrist_l))
         return (_mirror_key(key) if swap else key), names  # type: ignore[return-value]
-    raise RuntimeError(f"template {template!r}: no valid keyframe in {MAX_KEY_TRIES} tries")
+    raise KeyframeRejected(f"template {template!r}: no valid keyframe in {MAX_KEY_TRIES} tries")
 
 
 def _pair_rotation(g: torch.Generator) -> Tensor:
@@ -373,9 +383,15 @@ def sample_sequence(
     center = torch.randn(3, generator=g, dtype=torch.float64) * center_jitter_mm
     n_keys = 1 if length == 1 else (2 if length < 10 else 3)
     for attempt in range(MAX_SEQUENCE_TRIES + 1):
-        first, names = sample_keyframe(name, model, collide, betas, g, stats, swap=swap)
-        keys = [first] + [sample_keyframe(name, model, collide, betas, g, stats, poses=names, swap=swap)[0]
-                          for _ in range(n_keys - 1)]
+        first = None
+        try:
+            first, names = sample_keyframe(name, model, collide, betas, g, stats, swap=swap)
+            keys = [first] + [sample_keyframe(name, model, collide, betas, g, stats, poses=names, swap=swap)[0]
+                              for _ in range(n_keys - 1)]
+        except KeyframeRejected:  # e.g. a pose pair that collides in most placements: draw the sequence again
+            if first is None or attempt < MAX_SEQUENCE_TRIES:
+                stats["sequence_rejections"] += 1
+                continue
         if attempt == MAX_SEQUENCE_TRIES:  # give up on motion: a static sequence is always valid
             keys = [first]
             stats["static_fallbacks"] += 1
@@ -392,4 +408,5 @@ def sample_sequence(
         if not bool(bad.any()):
             return Sequence(name, rot, wr, stats)
         stats["sequence_rejections"] += 1
-    raise RuntimeError("a static sequence collided: the hand model or the collision test is inconsistent")
+    raise RuntimeError(f"template {name!r}: no valid sequence in {MAX_SEQUENCE_TRIES + 1} tries (a static one collided, "
+                       "or no keyframe was found): the hand model, the template or the collision test is inconsistent")
