@@ -568,6 +568,21 @@ def test_a_sequence_whose_keyframes_cannot_be_placed_is_drawn_again(monkeypatch)
     assert seq.stats["static_fallbacks"] == 1 and seq.stats["sequence_rejections"] == scenes.MAX_SEQUENCE_TRIES
     assert torch.allclose(seq.wrists["left"][0], seq.wrists["left"][-1])  # static
 
+    # a static sequence that collides (its keyframe passed the approach test on a grid, the final
+    # placement did not): further static tries from new first keyframes (subject 235 of seed 2)
+    monkeypatch.setattr(scenes, "sample_keyframe", real)
+    calls = {"n": 0}
+
+    def collide_frames(a, b):  # the first MAX_SEQUENCE_TRIES + 2 sequence checks (12 frames) collide
+        if a.joints.shape[0] == 12 and calls["n"] < scenes.MAX_SEQUENCE_TRIES + 2:
+            calls["n"] += 1
+            return torch.ones(12, dtype=torch.bool)
+        return collide(a, b)
+
+    seq = scenes.sample_sequence(12, model, collide_frames, betas, torch.Generator().manual_seed(3), template="free")
+    assert seq.stats["static_fallbacks"] == 1 and seq.stats["sequence_rejections"] == scenes.MAX_SEQUENCE_TRIES + 2
+    assert torch.allclose(seq.wrists["left"][0], seq.wrists["left"][-1])  # static
+
     monkeypatch.setattr(scenes, "sample_keyframe", failing(0, fail_all=True))
     with pytest.raises(RuntimeError, match="template 'free': no valid sequence"):
         scenes.sample_sequence(12, model, collide, betas, torch.Generator().manual_seed(3), template="free")

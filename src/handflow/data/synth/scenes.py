@@ -60,6 +60,9 @@ KEY_DRIFT_DEG = 18.0
 MAX_PAIR_TILT_DEG = 70.0
 P_PRIOR_POSE = 0.25
 MAX_SEQUENCE_TRIES = 8
+#: further static tries, each from a new first keyframe: a keyframe passes the approach test on a
+#: 10 mm grid, and its final placement (a gap added) can still collide
+MAX_STATIC_TRIES = 32
 MAX_KEY_TRIES = 12
 REST_FINGER_DIR = {"right": (-1.0, 0.0, 0.0), "left": (1.0, 0.0, 0.0)}
 REST_PALM_NORMAL = (0.0, -1.0, 0.0)
@@ -382,19 +385,21 @@ def sample_sequence(
     P0 = _pair_rotation(g)
     center = torch.randn(3, generator=g, dtype=torch.float64) * center_jitter_mm
     n_keys = 1 if length == 1 else (2 if length < 10 else 3)
-    for attempt in range(MAX_SEQUENCE_TRIES + 1):
+    for attempt in range(MAX_SEQUENCE_TRIES + 1 + MAX_STATIC_TRIES):
+        static = attempt >= MAX_SEQUENCE_TRIES  # give up on motion: the first keyframe held still
         first = None
         try:
             first, names = sample_keyframe(name, model, collide, betas, g, stats, swap=swap)
-            keys = [first] + [sample_keyframe(name, model, collide, betas, g, stats, poses=names, swap=swap)[0]
-                              for _ in range(n_keys - 1)]
+            if attempt <= MAX_SEQUENCE_TRIES:  # (the first static try draws them too: same data as before)
+                keys = [first] + [sample_keyframe(name, model, collide, betas, g, stats, poses=names, swap=swap)[0]
+                                  for _ in range(n_keys - 1)]
         except KeyframeRejected:  # e.g. a pose pair that collides in most placements: draw the sequence again
-            if first is None or attempt < MAX_SEQUENCE_TRIES:
+            if first is None or not static:
                 stats["sequence_rejections"] += 1
                 continue
-        if attempt == MAX_SEQUENCE_TRIES:  # give up on motion: a static sequence is always valid
+        if static:
             keys = [first]
-            stats["static_fallbacks"] += 1
+            stats["static_fallbacks"] += attempt == MAX_SEQUENCE_TRIES
         placed = []
         for i, key in enumerate(keys):
             P = P0 if i == 0 else _random_rotation(KEY_DRIFT_DEG / math.sqrt(3), g) @ P0
@@ -408,5 +413,6 @@ def sample_sequence(
         if not bool(bad.any()):
             return Sequence(name, rot, wr, stats)
         stats["sequence_rejections"] += 1
-    raise RuntimeError(f"template {name!r}: no valid sequence in {MAX_SEQUENCE_TRIES + 1} tries (a static one collided, "
-                       "or no keyframe was found): the hand model, the template or the collision test is inconsistent")
+    raise RuntimeError(f"template {name!r}: no valid sequence in {MAX_SEQUENCE_TRIES + 1 + MAX_STATIC_TRIES} tries "
+                       f"({MAX_STATIC_TRIES + 1} of them static): the hand model, the template or the collision test "
+                       "is inconsistent")
