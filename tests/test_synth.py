@@ -568,6 +568,21 @@ def test_a_sequence_whose_keyframes_cannot_be_placed_is_drawn_again(monkeypatch)
     assert seq.stats["static_fallbacks"] == 1 and seq.stats["sequence_rejections"] == scenes.MAX_SEQUENCE_TRIES
     assert torch.allclose(seq.wrists["left"][0], seq.wrists["left"][-1])  # static
 
+    # the first static try finds no first keyframe, a later one does: still one static fallback
+    unforced = {"n": 0}
+
+    def fail_ninth_first(*a, poses=None, **kw):
+        if poses is not None:
+            raise scenes.KeyframeRejected("no valid keyframe")
+        unforced["n"] += 1
+        if unforced["n"] == scenes.MAX_SEQUENCE_TRIES + 1:
+            raise scenes.KeyframeRejected("no valid keyframe")
+        return real(*a, poses=poses, **kw)
+
+    monkeypatch.setattr(scenes, "sample_keyframe", fail_ninth_first)
+    seq = scenes.sample_sequence(12, model, collide, betas, torch.Generator().manual_seed(3), template="free")
+    assert seq.stats["static_fallbacks"] == 1 and seq.stats["sequence_rejections"] == scenes.MAX_SEQUENCE_TRIES + 1
+
     # a static sequence that collides (its keyframe passed the approach test on a grid, the final
     # placement did not): further static tries from new first keyframes (subject 235 of seed 2)
     monkeypatch.setattr(scenes, "sample_keyframe", real)

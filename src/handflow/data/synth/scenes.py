@@ -399,7 +399,6 @@ def sample_sequence(
                 continue
         if static:
             keys = [first]
-            stats["static_fallbacks"] += attempt == MAX_SEQUENCE_TRIES
         placed = []
         for i, key in enumerate(keys):
             P = P0 if i == 0 else _random_rotation(KEY_DRIFT_DEG / math.sqrt(3), g) @ P0
@@ -411,6 +410,7 @@ def sample_sequence(
         d = torch.linalg.norm(out_r.joints[:, IH_WRIST] - out_l.joints[:, IH_WRIST], dim=-1)
         bad = collide(out_r, out_l) | (d < WRIST_DISTANCE_MM[0]) | (d > WRIST_DISTANCE_MM[1])
         if not bool(bad.any()):
+            stats["static_fallbacks"] += int(static)
             return Sequence(name, rot, wr, stats)
         stats["sequence_rejections"] += 1
     raise RuntimeError(f"template {name!r}: no valid sequence in {MAX_SEQUENCE_TRIES + 1 + MAX_STATIC_TRIES} tries "
