@@ -44,7 +44,7 @@ from handflow.data.augment import AugmentConfig
 from handflow.errors import CorruptFileError, HandflowError
 from handflow.safeio import load_torch_file
 
-__all__ = ["FEATURES_META", "FeatureCacheError", "backbone_digest", "load_split_features",
+__all__ = ["FEATURES_META", "FeatureCacheError", "backbone_digest", "check_backbone", "load_split_features",
            "read_meta", "cache_copies", "feature_augmentation", "FeatureDataset"]
 
 FEATURES_META = "features.json"
@@ -73,6 +73,15 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise FeatureCacheError(f"{p} is corrupt ({e}); delete the folder and run `handflow features` again") from e
+
+
+def check_backbone(folder: str | Path, backbone: nn.Module, whose: str, fix: str) -> dict[str, Any]:
+    """The cache's metadata, refused in one line (``FeatureCacheError``: "... made by another
+    backbone ... than ``whose``; ``fix``") unless ``backbone`` has the weight digest it was made with."""
+    meta = read_meta(folder)
+    if meta.get("backbone_digest") != backbone_digest(backbone):
+        raise FeatureCacheError(f"{folder} was made by another backbone ({meta.get('checkpoint')}) than {whose}; {fix}")
+    return meta
 
 
 def cache_copies(meta: dict[str, Any], split: str = "train") -> int:

@@ -103,12 +103,10 @@ def _open_dataset(data: Path, split: str, cfg: Any, load_images: bool = True) ->
 def _with_features(ds: Any, folder: Path, split: str, module: Any) -> Any:
     """``ds`` (opened without images) with each item's cached feature of ``split`` from ``folder``,
     refused in one line unless the cache was made by ``module``'s backbone from this dataset."""
-    from handflow.data.features import FeatureCacheError, FeatureDataset, backbone_digest, load_split_features, read_meta
+    from handflow.data.features import FeatureDataset, check_backbone, load_split_features
 
-    meta = read_meta(folder)
-    if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
-        raise FeatureCacheError(f"{folder} was made by another backbone ({meta.get('checkpoint')}) than this checkpoint's; "
-                                "evaluate without --features, or run `handflow features` with this checkpoint")
+    check_backbone(folder, module.model.backbone, "this checkpoint's",
+                   "evaluate without --features, or run `handflow features` with this checkpoint")
     feats, ids = load_split_features(folder, split)
     return FeatureDataset(ds, feats, ids)
 

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from handflow.atomic import atomic_path
 from handflow.config import Config, check_hardware, to_dict
 from handflow.data.datamodule import InterHandDataModule
-from handflow.data.features import FeatureCacheError, backbone_digest, read_meta
+from handflow.data.features import check_backbone
 from handflow.fingerprint import mismatch_message, settings_diff
 from handflow.models import model_class
 from handflow.models.checkpoint import (
@@ -276,10 +276,8 @@ def init_backbone(module: HandFlowModule, cfg: Config) -> None:
     else:
         module.model.backbone.load_state_dict(donor.model.backbone.state_dict())
     if cfg.data.features is not None:
-        meta = read_meta(cfg.data.features)
-        if meta.get("backbone_digest") != backbone_digest(module.model.backbone):
-            raise FeatureCacheError(f"{cfg.data.features} was made by another backbone ({meta.get('checkpoint')}) than "
-                                    f"model.backbone_checkpoint={src}; run `handflow features --checkpoint {src}` again")
+        check_backbone(cfg.data.features, module.model.backbone, f"model.backbone_checkpoint={src}",
+                       f"run `handflow features --checkpoint {src}` again")
     log.info("backbone initialised from %s%s", src, " (frozen)" if cfg.model.freeze_backbone else "")
 
 
